@@ -1,0 +1,71 @@
+import type { Logger } from '../util/log';
+
+/**
+ * The contract between the FUSE server and whoever supplies block files (the emulated kernel, or a
+ * test). The FUSE layer knows files, offsets and errnos; it knows nothing of dm-user.
+ */
+
+/** One block file in the mount's root directory. */
+export interface BlockFile {
+  /** Stable for the file's lifetime and never reused by the same provider (becomes the inode). */
+  readonly id: number;
+  readonly name: string;
+  /** Size in bytes; block files never change size. */
+  readonly size: number;
+  readonly writable: boolean;
+}
+
+/** Who asked, as the kernel reports it (pid 0 for kernel-internal requests). */
+export interface FileRequestContext {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/**
+ * Supplies the files and performs their IO. Every method may reject: an error carrying a numeric
+ * `errno` (positive, e.g. 5 for EIO) is answered with that errno, anything else with EIO. Promises
+ * must settle: the FUSE caller cannot leave until they do.
+ */
+export interface BlockFileProvider {
+  list(): readonly BlockFile[];
+  lookup(name: string): BlockFile | undefined;
+  /** Resolves with exactly `length` bytes (the server clamps requests to the file size first). */
+  read(file: BlockFile, offset: number, length: number, ctx: FileRequestContext): Promise<Buffer>;
+  write(file: BlockFile, offset: number, data: Buffer, ctx: FileRequestContext): Promise<void>;
+  /** fsync / fdatasync: make earlier writes durable. */
+  flush(file: BlockFile, ctx: FileRequestContext): Promise<void>;
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE): the range may be forgotten. */
+  discard(file: BlockFile, offset: number, length: number, ctx: FileRequestContext): Promise<void>;
+}
+
+export interface FuseMountOptions {
+  /** Existing empty directory to mount on. */
+  mountpoint: string;
+  provider: BlockFileProvider;
+  /** FOPEN_DIRECT_IO on every open (default true): every IO reaches the provider. */
+  directIo?: boolean;
+  /** Largest READ/WRITE the kernel may send, in bytes (default and maximum 1 MiB). */
+  maxIo?: number;
+  /** Filesystem name shown in /proc/mounts (default "vab"). */
+  source?: string;
+  logger?: Logger;
+}
+
+export interface FuseSession {
+  readonly mountpoint: string;
+  /** The fusectl connection number (`/sys/fs/fuse/connections/<N>`). */
+  readonly connection: number;
+  /** Unmounts (lazily if busy) and stops serving; pending requests are answered first or aborted. */
+  unmount(): Promise<void>;
+  /** Settles when the session has ended, for whatever reason (unmount, abort, ENODEV). */
+  readonly closed: Promise<void>;
+}
+
+/** An Error that carries the errno to answer with. */
+export class FuseErrnoError extends Error {
+  constructor(readonly errno: number, message?: string) {
+    super(message ?? `errno ${errno}`);
+    this.name = 'FuseErrnoError';
+  }
+}
