@@ -1,0 +1,110 @@
+import zlib from 'node:zlib';
+import { promisify } from 'node:util';
+import * as zstd from 'zstd-napi';
+import Bzip2Wasm from '@foxglove/wasm-bz2';
+import { VabError } from '../util/errors';
+
+/**
+ * The compressors payloads use, behind one shape. Library choices (see docs/payload.md):
+ * - zstd: zstd-napi (native libzstd).
+ * - xz: lzma-native (native liblzma, the library the Debian `xz` tool uses). @napi-rs/lzma 1.5
+ *   needs Node >= 22.20, and its Node-20-capable 1.4 line encodes without compressing.
+ * - bzip2: @foxglove/wasm-bz2 (libbzip2 compiled to WebAssembly) to decompress, compressjs (pure
+ *   JavaScript, slow) to compress; no maintained native binding exists.
+ * - brotli: Node's zlib.
+ */
+
+interface LzmaNative {
+  compress(data: Buffer, options: { preset: number; check?: number; threads?: number }): Promise<Buffer>;
+  decompress(data: Buffer): Promise<Buffer>;
+  CHECK_NONE: number;
+}
+interface CompressJs {
+  Bzip2: { compressFile(data: Uint8Array, output?: undefined, blockSize?: number): number[] | Uint8Array };
+}
+
+// Neither package ships type declarations; these are the few calls vab makes.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const lzma = require('lzma-native') as LzmaNative;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const compressjs = require('compressjs') as CompressJs;
+
+const brotliCompress = promisify(zlib.brotliCompress);
+const brotliDecompress = promisify(zlib.brotliDecompress);
+
+let bzip2: Promise<Bzip2Wasm> | undefined;
+function bzip2Module(): Promise<Bzip2Wasm> {
+  bzip2 ??= Bzip2Wasm.init();
+  return bzip2;
+}
+
+export type Compression = 'zstd' | 'xz' | 'bz2' | 'brotli';
+
+/**
+ * Decompresses `data`. With `expectedSize` the output must be exactly that long; without it the
+ * size is found as the data is decoded (bzip2 then retries with a larger buffer).
+ */
+export async function decompress(kind: Compression, data: Buffer, expectedSize?: number): Promise<Buffer> {
+  let out: Buffer;
+  try {
+    out = await decode(kind, data, expectedSize);
+  } catch (err) {
+    if (err instanceof VabError) throw err;
+    throw new VabError('ECORRUPT', `${kind} data does not decompress: ${(err as Error).message}`, { cause: err });
+  }
+  if (expectedSize !== undefined && out.length !== expectedSize) {
+    throw new VabError('ECORRUPT', `${kind} data decompresses to ${out.length} bytes, expected ${expectedSize}`);
+  }
+  return out;
+}
+
+async function decode(kind: Compression, data: Buffer, expectedSize?: number): Promise<Buffer> {
+  switch (kind) {
+    case 'zstd':
+      return zstd.decompress(data);
+    case 'xz':
+      return lzma.decompress(data);
+    case 'brotli':
+      return brotliDecompress(data);
+    case 'bz2':
+      return decodeBzip2(data, expectedSize);
+  }
+}
+
+async function decodeBzip2(data: Buffer, expectedSize?: number): Promise<Buffer> {
+  const module = await bzip2Module();
+  const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // One spare byte of room: a stream longer than expected then fails as "output full"
+  // instead of being cut silently at the expected size.
+  if (expectedSize !== undefined) return asBuffer(module.decompress(data, expectedSize + 1));
+  for (let room = Math.max(64 * 1024, data.length * 8); ; room *= 4) {
+    try {
+      return asBuffer(module.decompress(data, room));
+    } catch (err) {
+      if (!/OUTBUFF_FULL/.test((err as Error).message) || room > 1 << 30) throw err;
+    }
+  }
+}
+
+export interface CompressOptions {
+  /** xz preset / zstd level / brotli quality; each codec has a sensible default. */
+  level?: number;
+}
+
+export async function compress(kind: Compression, data: Buffer, options: CompressOptions = {}): Promise<Buffer> {
+  switch (kind) {
+    case 'zstd':
+      return zstd.compress(data, { compressionLevel: options.level ?? 9 });
+    case 'xz':
+      return lzma.compress(data, { preset: options.level ?? 6, check: lzma.CHECK_NONE, threads: 1 });
+    case 'brotli':
+      return brotliCompress(data, {
+        params: {
+          [zlib.constants.BROTLI_PARAM_QUALITY]: options.level ?? 9,
+          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+        },
+      });
+    case 'bz2':
+      return Buffer.from(compressjs.Bzip2.compressFile(data, undefined, 9));
+  }
+}

@@ -1,0 +1,134 @@
+import { promises as fs } from 'node:fs';
+import type { KeyObject } from 'node:crypto';
+import path from 'node:path';
+import { VabError } from '../util/errors';
+import { Logger, nullLogger } from '../util/log';
+import { ImageFileReader, ImageFileWriter } from './image-io';
+import { PartitionUpdate, blockSizeOf } from './manifest';
+import { applyOperation } from './operations';
+import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
+import { PayloadFile } from './payload-file';
+import { requireValidSignatures } from './verify';
+import { validateManifest } from './validate';
+
+export interface ExtractOptions {
+  outDir: string;
+  /** Directory of old images (`<partition>.img`), required for incremental payloads. */
+  sourceDir?: string;
+  /** Only these partitions (default: all). */
+  partitions?: readonly string[];
+  /** When given, both signatures must verify before anything is written. */
+  publicKey?: KeyObject;
+  /** Called with the number of destination bytes each finished op produced. */
+  onProgress?: (bytes: number) => void;
+  logger?: Logger;
+}
+
+export interface ExtractedImage {
+  partition: string;
+  file: string;
+  size: number;
+}
+
+/** Sum of destination bytes of the selected partitions' ops: the progress total. */
+export function extractWork(payload: PayloadFile, partitions: readonly PartitionUpdate[]): number {
+  const blockSize = blockSizeOf(payload.manifest);
+  return partitions.reduce((sum, p) => sum + p.operations.reduce((n, op) => n + totalBlocks(op.dst_extents) * blockSize, 0), 0);
+}
+
+export function selectPartitions(payload: PayloadFile, names?: readonly string[]): PartitionUpdate[] {
+  const all = payload.manifest.partitions;
+  if (!names || names.length === 0) return all;
+  return names.map((name) => {
+    const found = all.find((p) => p.partition_name === name);
+    if (!found) throw new VabError('ENOTFOUND', `partition ${name} is not in the payload (it has ${all.map((p) => p.partition_name).join(', ')})`, { file: payload.file });
+    return found;
+  });
+}
+
+/**
+ * Writes `<partition>.img` into `outDir` for each selected partition. Everything that can be
+ * checked up front is checked before the first write (signatures, manifest, old images); each
+ * image then appears under its name only once its hash matches the manifest.
+ */
+export async function extractPayload(file: string, options: ExtractOptions): Promise<ExtractedImage[]> {
+  const logger = options.logger ?? nullLogger;
+  const payload = await PayloadFile.open(file);
+  try {
+    if (options.publicKey) await requireValidSignatures(payload, options.publicKey);
+    const partitions = selectPartitions(payload, options.partitions);
+    validateManifest(payload.manifest, partitions, file);
+    const sources = await openSources(payload, partitions, options.sourceDir);
+    try {
+      await fs.mkdir(options.outDir, { recursive: true });
+      const done: ExtractedImage[] = [];
+      for (const partition of partitions) {
+        const image = await extractPartition(payload, partition, options, sources.get(partition.partition_name));
+        logger.info('partition extracted', { partition: image.partition, size: image.size });
+        done.push(image);
+      }
+      return done;
+    } finally {
+      await Promise.all([...sources.values()].map((s) => s.close()));
+    }
+  } finally {
+    await payload.close();
+  }
+}
+
+/** Opens the old image of every delta partition and checks it against old_partition_info. */
+async function openSources(payload: PayloadFile, partitions: readonly PartitionUpdate[], sourceDir?: string): Promise<Map<string, ImageFileReader>> {
+  const sources = new Map<string, ImageFileReader>();
+  try {
+    for (const partition of partitions) {
+      const old = partition.old_partition_info;
+      if (!old) continue;
+      const name = partition.partition_name;
+      if (!sourceDir) throw new VabError('EINVAL_INPUT', `partition ${name} is incremental: give the old images with --source`, { file: payload.file });
+      const reader = await ImageFileReader.open(path.join(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
+      sources.set(name, reader);
+      if (old.size !== undefined && old.hash && old.hash.length > 0) {
+        const actual = await reader.hash(old.size);
+        if (!actual.equals(old.hash)) {
+          throw new VabError('EHASH', `partition ${name}: old image hashes to ${actual.toString('hex')}, manifest expects ${old.hash.toString('hex')}`, { file: reader.file });
+        }
+      }
+    }
+    return sources;
+  } catch (err) {
+    await Promise.all([...sources.values()].map((s) => s.close()));
+    throw err;
+  }
+}
+
+async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, options: ExtractOptions, source?: SourceReader): Promise<ExtractedImage> {
+  const name = partition.partition_name;
+  const info = partition.new_partition_info!; // validated
+  const finalPath = path.join(options.outDir, `${name}.img`);
+  const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!);
+  try {
+    await applyPartition(payload, partition, writer, source, options.onProgress);
+    await writer.commit(info.hash!, name);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return { partition: name, file: finalPath, size: info.size! };
+}
+
+/**
+ * Runs a partition's operations in order against any writer. The next op's blob is read while
+ * the current one runs, so file reads overlap decompression.
+ */
+export async function applyPartition(payload: PayloadFile, partition: PartitionUpdate, writer: PartitionWriter, source?: SourceReader, onProgress?: (bytes: number) => void): Promise<void> {
+  const ops = partition.operations;
+  let nextBlob = ops.length > 0 ? payload.readBlob(ops[0]) : undefined;
+  for (let index = 0; index < ops.length; index++) {
+    const op = ops[index];
+    const blob = await nextBlob;
+    nextBlob = index + 1 < ops.length ? payload.readBlob(ops[index + 1]) : undefined;
+    nextBlob?.catch(() => undefined); // surfaced when awaited; do not report it as unhandled meanwhile
+    await applyOperation({ partition: partition.partition_name, index, op, blob, writer, source, file: payload.file, blobOffset: payload.blobOffset(op) });
+    onProgress?.(totalBlocks(op.dst_extents) * writer.blockSize);
+  }
+}

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import { VabError, VabErrorCode } from '../util/errors';
+import { bspatch } from './bsdiff-format';
+import { Compression, decompress } from './codecs';
+import { InstallOperation, OpType, opTypeName } from './manifest';
+import { PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
+
+/** Everything an operation needs; `blob` is its data, already read from the payload. */
+export interface OperationContext {
+  partition: string;
+  /** Index of the op within its partition. */
+  index: number;
+  op: InstallOperation;
+  blob?: Buffer;
+  writer: PartitionWriter;
+  source?: SourceReader;
+  /** For error messages: the payload file and the absolute offset of the op's blob. */
+  file?: string;
+  blobOffset?: number;
+}
+
+const REPLACE_CODEC: Partial<Record<OpType, Compression>> = {
+  [OpType.REPLACE_BZ]: 'bz2',
+  [OpType.REPLACE_XZ]: 'xz',
+  [OpType.REPLACE_ZSTD]: 'zstd',
+};
+
+export const SOURCE_OPS: ReadonlySet<OpType> = new Set([OpType.SOURCE_COPY, OpType.SOURCE_BSDIFF, OpType.BROTLI_BSDIFF]);
+export const SUPPORTED_OPS: ReadonlySet<OpType> = new Set([
+  OpType.REPLACE,
+  OpType.REPLACE_BZ,
+  OpType.REPLACE_XZ,
+  OpType.REPLACE_ZSTD,
+  OpType.ZERO,
+  OpType.DISCARD,
+  ...SOURCE_OPS,
+]);
+
+export function describeOp(partition: string, index: number, op: InstallOperation): string {
+  return `partition ${partition}, op ${index} (${opTypeName(op.type)})`;
+}
+
+export function opError(ctx: Pick<OperationContext, 'partition' | 'index' | 'op' | 'file' | 'blobOffset'>, code: VabErrorCode, what: string, cause?: unknown): VabError {
+  return new VabError(code, `${describeOp(ctx.partition, ctx.index, ctx.op)}: ${what}`, { file: ctx.file, offset: ctx.blobOffset, cause });
+}
+
+export function unsupportedOpError(partition: string, index: number, op: InstallOperation, file?: string): VabError {
+  return new VabError('EUNSUPPORTED', `unsupported operation ${opTypeName(op.type)} in partition ${partition}, op ${index}`, { file });
+}
+
+/** Checks the op's hashes, runs it and sends its output to the writer. */
+export async function applyOperation(ctx: OperationContext): Promise<void> {
+  const { op, writer } = ctx;
+  if (!SUPPORTED_OPS.has(op.type)) throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
+  const blob = checkedBlob(ctx);
+  const dstBytes = totalBlocks(op.dst_extents) * writer.blockSize;
+  switch (op.type) {
+    case OpType.REPLACE:
+      return writeExtents(writer, op.dst_extents, padReplace(ctx, blob, dstBytes));
+    case OpType.REPLACE_BZ:
+    case OpType.REPLACE_XZ:
+    case OpType.REPLACE_ZSTD: {
+      const data = await guarded(ctx, () => decompress(REPLACE_CODEC[op.type]!, blob, dstBytes));
+      return writeExtents(writer, op.dst_extents, data);
+    }
+    case OpType.ZERO:
+    case OpType.DISCARD:
+      for (const extent of op.dst_extents) await writer.zero(extent.start_block, extent.num_blocks);
+      return;
+    case OpType.SOURCE_COPY: {
+      const source = await checkedSource(ctx);
+      let at = 0;
+      for (const run of pairRuns(op.src_extents, op.dst_extents)) {
+        const length = run.blocks * writer.blockSize;
+        await writer.copy(run.src, run.dst, run.blocks, source.subarray(at, at + length));
+        at += length;
+      }
+      return;
+    }
+    case OpType.SOURCE_BSDIFF:
+    case OpType.BROTLI_BSDIFF: {
+      const source = await checkedSource(ctx);
+      // Both op types carry either container; the patch's magic decides, as in update_engine.
+      const data = await guarded(ctx, () => bspatch(source, blob));
+      if (data.length !== dstBytes) throw opError(ctx, 'ECORRUPT', `patch produces ${data.length} bytes, the destination holds ${dstBytes}`);
+      return writeExtents(writer, op.dst_extents, data);
+    }
+  }
+}
+
+function checkedBlob(ctx: OperationContext): Buffer {
+  const { op, blob } = ctx;
+  const needsData = op.type !== OpType.ZERO && op.type !== OpType.DISCARD && op.type !== OpType.SOURCE_COPY;
+  if (!needsData) return Buffer.alloc(0);
+  if (!blob) throw opError(ctx, 'ECORRUPT', 'the operation has no data');
+  if (op.data_sha256_hash && op.data_sha256_hash.length > 0) {
+    const actual = createHash('sha256').update(blob).digest();
+    if (!actual.equals(op.data_sha256_hash)) {
+      throw opError(ctx, 'EHASH', `data hash mismatch: blob hashes to ${actual.toString('hex')}, manifest says ${op.data_sha256_hash.toString('hex')}`);
+    }
+  }
+  return blob;
+}
+
+async function checkedSource(ctx: OperationContext): Promise<Buffer> {
+  const { op, source, writer } = ctx;
+  if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
+  const data = await readExtents(source, op.src_extents, writer.blockSize);
+  if (op.src_sha256_hash && op.src_sha256_hash.length > 0) {
+    const actual = createHash('sha256').update(data).digest();
+    if (!actual.equals(op.src_sha256_hash)) {
+      throw opError(ctx, 'EHASH', `source hash mismatch: old blocks hash to ${actual.toString('hex')}, manifest says ${op.src_sha256_hash.toString('hex')} (wrong or modified source image?)`);
+    }
+  }
+  return data;
+}
+
+/** REPLACE data may stop short inside the last block; the rest of that block is zeros. */
+function padReplace(ctx: OperationContext, blob: Buffer, dstBytes: number): Buffer {
+  if (blob.length === dstBytes) return blob;
+  if (blob.length > dstBytes || dstBytes - blob.length >= ctx.writer.blockSize) {
+    throw opError(ctx, 'ECORRUPT', `REPLACE data has ${blob.length} bytes for ${dstBytes} bytes of destination`);
+  }
+  const padded = Buffer.alloc(dstBytes);
+  blob.copy(padded);
+  return padded;
+}
+
+async function guarded<T>(ctx: OperationContext, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof VabError) throw opError(ctx, err.code, err.message, err);
+    throw opError(ctx, 'ECORRUPT', (err as Error).message, err);
+  }
+}
