@@ -4,7 +4,8 @@
  * going through the mount. Protocol with the parent:
  *   argv[2]  JSON ServerConfig
  *   stdout   one JSON line per event: {"event":"ready","connection":N}, {"event":"flush","file":..},
- *            {"event":"discard","file":..,"offset":..,"length":..}, {"event":"closed"}
+ *            {"event":"discard","file":..,"offset":..,"length":..}, {"event":"slow-read",..} when a
+ *            delayed read starts, {"event":"closed"} when the session has ended
  *   stdin    "unmount\n" unmounts cleanly and exits; SIGTERM does the same.
  */
 import { promises as fsp } from 'fs';
@@ -52,7 +53,10 @@ async function main(): Promise<void> {
     lookup: (name) => files.find((f) => f.name === name),
     async read(file, offset, length) {
       const spec = specOf(file);
-      if (spec.readDelayMs) await sleep(spec.readDelayMs);
+      if (spec.readDelayMs) {
+        emit({ event: 'slow-read', file: file.name, offset, length });
+        await sleep(spec.readDelayMs);
+      }
       if (spec.readErrno !== undefined) {
         throw spec.readErrno === 0 ? new Error('plain failure') : new FuseErrnoError(spec.readErrno, 'configured failure');
       }

@@ -1,0 +1,115 @@
+import { ChildProcess, spawn } from 'child_process';
+import { promises as fsp } from 'fs';
+import os from 'os';
+import path from 'path';
+import { run } from '../../../src/util/exec';
+import type { ServerConfig } from './server';
+
+/**
+ * Runs a TypeScript entry point in a child process. jest's ts transform only exists inside jest,
+ * and dist/ may be stale or half-built while other areas are being edited, so the entry and what
+ * it imports are compiled with tsc into a fresh temporary directory (about 2 s). NODE_PATH lets the
+ * compiled files find the repository's node_modules from there.
+ *
+ * Other layers reuse this to serve their own providers: write an entry like support/server.ts,
+ * call `compileForChild('test/<area>/support/<entry>.ts')`, then `spawnCompiled(...)`.
+ */
+const REPO = path.resolve(__dirname, '../../..');
+const compiled = new Map<string, Promise<string>>();
+
+export function compileForChild(entry: string): Promise<string> {
+  let result = compiled.get(entry);
+  if (!result) {
+    result = compile(entry);
+    compiled.set(entry, result);
+  }
+  return result;
+}
+
+async function compile(entry: string): Promise<string> {
+  const outDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-child-'));
+  const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
+  const args = [tsc, '--ignoreConfig', '--outDir', outDir, '--rootDir', REPO, '--module', 'node16', '--moduleResolution', 'node16',
+    '--target', 'ES2022', '--strict', '--esModuleInterop', '--skipLibCheck', '--types', 'node', path.join(REPO, entry)];
+  const result = await run(process.execPath, args, { cwd: REPO, timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`compiling ${entry} failed:\n${result.stdout}${result.stderr}`);
+  return path.join(outDir, entry.replace(/\.ts$/, '.js'));
+}
+
+export function spawnCompiled(script: string, args: readonly string[]): ChildProcess {
+  return spawn(process.execPath, [script, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
+  });
+}
+
+export interface ServerEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+/** A running support/server.ts child and the events it has printed so far. */
+export class FuseServerProcess {
+  readonly events: ServerEvent[] = [];
+  readonly exited: Promise<number | null>;
+  stderr = '';
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly child: ChildProcess) {
+    let pending = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      pending += chunk;
+      let newline: number;
+      while ((newline = pending.indexOf('\n')) >= 0) {
+        this.events.push(JSON.parse(pending.slice(0, newline)) as ServerEvent);
+        pending = pending.slice(newline + 1);
+        for (const wake of this.waiters.splice(0)) wake();
+      }
+    });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => (this.stderr += chunk));
+    this.exited = new Promise((resolve) => child.on('exit', (code) => {
+      resolve(code);
+      for (const wake of this.waiters.splice(0)) wake();
+    }));
+  }
+
+  count(event: string, file?: string): number {
+    return this.events.filter((e) => e.event === event && (file === undefined || e.file === file)).length;
+  }
+
+  /** Resolves with the first event matching, failing after `timeoutMs` or if the child exits first. */
+  async waitFor(match: (e: ServerEvent) => boolean, timeoutMs = 10_000): Promise<ServerEvent> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events.find(match);
+      if (found) return found;
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`server exited (${this.child.exitCode ?? this.child.signalCode}) before the event; stderr: ${this.stderr}; events: ${JSON.stringify(this.events)}`);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for a server event; events: ${JSON.stringify(this.events)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Asks for a clean unmount and waits for the process to exit. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.stdin!.write('unmount\n');
+    return this.exited;
+  }
+}
+
+export async function startFuseServer(config: ServerConfig): Promise<FuseServerProcess> {
+  const script = await compileForChild('test/fuse/support/server.ts');
+  const server = new FuseServerProcess(spawnCompiled(script, [JSON.stringify(config)]));
+  await server.waitFor((e) => e.event === 'ready');
+  return server;
+}
