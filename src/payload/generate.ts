@@ -1,0 +1,191 @@
+import { createHash, KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fsyncDirectory } from '../util/atomic';
+import { VabError, errnoCode } from '../util/errors';
+import { Logger, nullLogger } from '../util/log';
+import { encodeHeader, PAYLOAD_MAJOR_VERSION } from './header';
+import { ImageFileReader } from './image-io';
+import { DEFAULT_BLOCK_SIZE, DeltaArchiveManifest, PartitionUpdate, encodeManifest } from './manifest';
+import { mergeSequence } from './merge-sequence';
+import { BlobSink, planPartition } from './plan-partition';
+import { signDigest, signatureSize, signaturesMessage } from './signing';
+
+export type PayloadCompression = 'zstd' | 'xz' | 'bz2';
+
+export interface GenerateOptions {
+  /** Directory of new images, one `<partition>.img` each. */
+  targetDir: string;
+  /** Directory of old images: makes an incremental payload for the partitions found there. */
+  sourceDir?: string;
+  output: string;
+  privateKey?: KeyObject;
+  compression?: PayloadCompression;
+  /** Only these partitions (default: every `*.img` in targetDir, sorted). */
+  partitions?: readonly string[];
+  /** What the device's COW files should be compressed with (vabc_compression_param). */
+  cowCompression?: string;
+  /** Largest unit the COW writer compresses at once (COW v3 compression factor). */
+  compressionFactor?: number;
+  onProgress?: (bytes: number) => void;
+  logger?: Logger;
+}
+
+export interface GenerateSummary {
+  output: string;
+  size: number;
+  partitions: Array<{ name: string; operations: number; incremental: boolean }>;
+}
+
+const FULL_CHUNK_BLOCKS = 512; // 2 MiB, as AOSP's full payloads
+const DELTA_CHUNK_BLOCKS = 256; // 1 MiB: the bsdiff suffix array stays small
+/** Minor versions: Android 15's newest for deltas, and the one that added REPLACE_ZSTD. */
+const DELTA_MINOR_VERSION = 9;
+const ZSTD_DELTA_MINOR_VERSION = 10;
+
+export async function listImages(dir: string): Promise<string[]> {
+  const names = await fs.readdir(dir).catch((err) => {
+    throw new VabError('ENOTFOUND', `cannot list images: ${(err as Error).message}`, { file: dir, cause: err });
+  });
+  return names.filter((n) => n.endsWith('.img') && !n.startsWith('.')).map((n) => n.slice(0, -4)).sort();
+}
+
+async function imageSize(file: string): Promise<number | undefined> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** delta_generator's job: images in, payload.bin out (signed when a key is given). */
+export async function generatePayload(options: GenerateOptions): Promise<GenerateSummary> {
+  const logger = options.logger ?? nullLogger;
+  const blockSize = DEFAULT_BLOCK_SIZE;
+  const compression = options.compression ?? 'zstd';
+  const names = options.partitions?.length ? [...options.partitions] : await listImages(options.targetDir);
+  if (names.length === 0) throw new VabError('EINVAL_INPUT', `no <partition>.img files in ${options.targetDir}`);
+  const blobsPath = temporaryPath(options.output, 'blobs');
+  const blobs = await fs.open(blobsPath, 'w+');
+  try {
+    let blobBytes = 0;
+    const sink: BlobSink = {
+      append: async (blob) => {
+        const offset = blobBytes;
+        await blobs.write(blob, 0, blob.length, offset);
+        blobBytes += blob.length;
+        return offset;
+      },
+    };
+    const partitions: PartitionUpdate[] = [];
+    for (const name of names) {
+      partitions.push(await generatePartition(name, options, sink, compression, blockSize));
+      logger.info('partition planned', { partition: name, operations: partitions[partitions.length - 1].operations.length });
+    }
+    const incremental = partitions.some((p) => p.old_partition_info);
+    const manifest: DeltaArchiveManifest = {
+      block_size: blockSize,
+      minor_version: !incremental ? 0 : compression === 'zstd' ? ZSTD_DELTA_MINOR_VERSION : DELTA_MINOR_VERSION,
+      partitions,
+      dynamic_partition_metadata: {
+        groups: [{ name: 'vab_dynamic_partitions', size: partitions.reduce((n, p) => n + roundUp(p.new_partition_info!.size!, blockSize), 0), partition_names: names }],
+        snapshot_enabled: true,
+        vabc_enabled: true,
+        vabc_compression_param: options.cowCompression ?? 'lz4',
+        cow_version: 3,
+        compression_factor: options.compressionFactor ?? 65536,
+      },
+    };
+    const size = await writePayloadFile(options.output, manifest, blobs, blobBytes, options.privateKey);
+    return { output: options.output, size, partitions: partitions.map((p) => ({ name: p.partition_name, operations: p.operations.length, incremental: p.old_partition_info !== undefined })) };
+  } finally {
+    await blobs.close();
+    await fs.rm(blobsPath, { force: true });
+  }
+}
+
+async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, compression: PayloadCompression, blockSize: number): Promise<PartitionUpdate> {
+  const targetFile = path.join(options.targetDir, `${name}.img`);
+  const targetSize = await imageSize(targetFile);
+  if (targetSize === undefined) throw new VabError('ENOTFOUND', `partition ${name}: no new image`, { file: targetFile });
+  const sourceFile = options.sourceDir ? path.join(options.sourceDir, `${name}.img`) : undefined;
+  const sourceSize = sourceFile ? await imageSize(sourceFile) : undefined;
+  const target = await ImageFileReader.open(targetFile, blockSize);
+  const source = sourceFile && sourceSize !== undefined ? await ImageFileReader.open(sourceFile, blockSize) : undefined;
+  try {
+    const plan = await planPartition(
+      target,
+      Math.ceil(targetSize / blockSize),
+      source ? { reader: source, blocks: Math.ceil(sourceSize! / blockSize) } : undefined,
+      sink,
+      { blockSize, compression, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress: options.onProgress },
+    );
+    const update: PartitionUpdate = {
+      partition_name: name,
+      new_partition_info: { size: targetSize, hash: await target.hash(targetSize) },
+      operations: plan.operations,
+      merge_operations: mergeSequence(plan.copies),
+    };
+    if (source) update.old_partition_info = { size: sourceSize, hash: await source.hash(sourceSize!) };
+    return update;
+  } finally {
+    await target.close();
+    await source?.close();
+  }
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
+}
+
+function temporaryPath(output: string, what: string): string {
+  return path.join(path.dirname(output), `.${path.basename(output)}.${what}-${process.pid}`);
+}
+
+/**
+ * Lays out header | manifest | metadata signature | blobs | payload signature, signing the
+ * metadata hash and the signed payload hash. The signature sizes are part of the signed bytes
+ * (header and manifest), so they are fixed first from the key's size.
+ */
+async function writePayloadFile(output: string, manifest: DeltaArchiveManifest, blobs: fs.FileHandle, blobBytes: number, key?: KeyObject): Promise<number> {
+  const signatureBlobSize = key ? signaturesMessage(Buffer.alloc(signatureSize(key))).length : 0;
+  if (key) {
+    manifest.signatures_offset = blobBytes;
+    manifest.signatures_size = signatureBlobSize;
+  }
+  const manifestBytes = encodeManifest(manifest);
+  const header = encodeHeader({ major_version: PAYLOAD_MAJOR_VERSION, manifest_size: manifestBytes.length, metadata_signature_size: signatureBlobSize });
+  const metadata = Buffer.concat([header, manifestBytes]);
+  const tmp = temporaryPath(output, 'partial');
+  const out = await fs.open(tmp, 'w', 0o644);
+  try {
+    let position = 0;
+    const put = async (data: Buffer) => {
+      await out.write(data, 0, data.length, position);
+      position += data.length;
+    };
+    await put(metadata);
+    const signedHash = createHash('sha256').update(metadata);
+    if (key) await put(signaturesMessage(signDigest(createHash('sha256').update(metadata).digest(), key)));
+    const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
+    for (let at = 0; at < blobBytes; ) {
+      const { bytesRead } = await blobs.read(chunk, 0, Math.min(chunk.length, blobBytes - at), at);
+      if (bytesRead === 0) throw new VabError('EIO', `blob file ended at ${at} of ${blobBytes} bytes`);
+      const data = chunk.subarray(0, bytesRead);
+      signedHash.update(data);
+      await put(data);
+      at += bytesRead;
+    }
+    if (key) await put(signaturesMessage(signDigest(signedHash.digest(), key)));
+    await out.sync();
+    await out.close();
+    await fs.rename(tmp, output);
+    await fsyncDirectory(path.dirname(output));
+    return position;
+  } catch (err) {
+    await out.close().catch(() => undefined);
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,175 @@
+import { createHash } from 'node:crypto';
+import { bsdiff } from './bsdiff';
+import { Compression, compress } from './codecs';
+import { ImageFileReader } from './image-io';
+import { Extent, InstallOperation, OpType } from './manifest';
+import { CopyRun } from './partition-io';
+
+/**
+ * Turns one partition's new image (and, for deltas, its old one) into install operations.
+ * Full: one op per chunk; a chunk of zeros becomes ZERO, the rest REPLACE_<codec> (or REPLACE
+ * when compression does not help). Delta: each new block found anywhere in the old image is a
+ * SOURCE_COPY; runs of other blocks become BROTLI_BSDIFF against the old blocks at the same place
+ * when that patch is smaller than the compressed data, REPLACE_<codec> otherwise.
+ */
+
+export const REPLACE_TYPE: Record<Compression, OpType> = {
+  zstd: OpType.REPLACE_ZSTD,
+  xz: OpType.REPLACE_XZ,
+  bz2: OpType.REPLACE_BZ,
+  brotli: OpType.REPLACE, // never used for replace ops; here to make the table total
+};
+
+/** Receives op blobs in order; returns the blob's offset in the data area. */
+export interface BlobSink {
+  append(blob: Buffer): Promise<number>;
+}
+
+export interface PlanOptions {
+  blockSize: number;
+  compression: Exclude<Compression, 'brotli'>;
+  /** Blocks per replace or diff op (AOSP uses 2 MiB chunks for full payloads). */
+  chunkBlocks: number;
+  onProgress?: (bytes: number) => void;
+}
+
+export interface PartitionPlan {
+  operations: InstallOperation[];
+  /** SOURCE_COPY runs, for the merge sequence. */
+  copies: CopyRun[];
+}
+
+type BlockClass = { kind: 'zero' } | { kind: 'copy'; src: number } | { kind: 'data' };
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest();
+
+export async function planPartition(target: ImageFileReader, targetBlocks: number, source: { reader: ImageFileReader; blocks: number } | undefined, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
+  const { blockSize, chunkBlocks } = options;
+  const sourceIndex = source ? await indexBlocks(source.reader, source.blocks, blockSize) : undefined;
+  const operations: InstallOperation[] = [];
+  const copies: CopyRun[] = [];
+  const zeroBlock = Buffer.alloc(blockSize);
+  for (let chunkStart = 0; chunkStart < targetBlocks; chunkStart += chunkBlocks) {
+    const count = Math.min(chunkBlocks, targetBlocks - chunkStart);
+    const data = await target.read(chunkStart, count);
+    const classes: BlockClass[] = [];
+    for (let i = 0; i < count; i++) {
+      const block = data.subarray(i * blockSize, (i + 1) * blockSize);
+      if (block.equals(zeroBlock)) classes.push({ kind: 'zero' });
+      else {
+        const src = sourceIndex?.get(blockKey(block));
+        classes.push(src !== undefined ? { kind: 'copy', src } : { kind: 'data' });
+      }
+    }
+    if (!sourceIndex) {
+      // Full payloads: one op per chunk, ZERO only when the whole chunk is zero.
+      const allZero = classes.every((c) => c.kind === 'zero');
+      operations.push(allZero ? zeroOp(chunkStart, count) : await replaceOp(data, chunkStart, count, sink, options));
+    } else {
+      for (const group of groupRuns(classes)) {
+        const start = chunkStart + group.first;
+        const bytes = data.subarray(group.first * blockSize, (group.first + group.count) * blockSize);
+        if (group.kind === 'zero') operations.push(zeroOp(start, group.count));
+        else if (group.kind === 'copy') operations.push(await copyOp(source!.reader, group.sources, start, copies));
+        else operations.push(await dataOp(bytes, start, group.count, source!, sink, options));
+      }
+    }
+    options.onProgress?.(count * blockSize);
+  }
+  return { operations, copies };
+}
+
+/** First block of the old image holding each distinct content. */
+async function indexBlocks(reader: ImageFileReader, blocks: number, blockSize: number): Promise<Map<string, number>> {
+  const index = new Map<string, number>();
+  const step = 1024;
+  for (let start = 0; start < blocks; start += step) {
+    const count = Math.min(step, blocks - start);
+    const data = await reader.read(start, count);
+    for (let i = 0; i < count; i++) {
+      const key = blockKey(data.subarray(i * blockSize, (i + 1) * blockSize));
+      if (!index.has(key)) index.set(key, start + i);
+    }
+  }
+  return index;
+}
+
+function blockKey(block: Buffer): string {
+  return createHash('sha256').update(block).digest('base64');
+}
+
+interface Group {
+  kind: BlockClass['kind'];
+  first: number;
+  count: number;
+  sources: number[];
+}
+
+function groupRuns(classes: readonly BlockClass[]): Group[] {
+  const groups: Group[] = [];
+  classes.forEach((c, i) => {
+    const last = groups[groups.length - 1];
+    if (last && last.kind === c.kind) {
+      last.count++;
+      if (c.kind === 'copy') last.sources.push(c.src);
+    } else {
+      groups.push({ kind: c.kind, first: i, count: 1, sources: c.kind === 'copy' ? [c.src] : [] });
+    }
+  });
+  return groups;
+}
+
+function extent(start: number, blocks: number): Extent {
+  return { start_block: start, num_blocks: blocks };
+}
+
+function zeroOp(start: number, blocks: number): InstallOperation {
+  return { type: OpType.ZERO, src_extents: [], dst_extents: [extent(start, blocks)] };
+}
+
+async function withBlob(op: InstallOperation, blob: Buffer, sink: BlobSink): Promise<InstallOperation> {
+  op.data_offset = await sink.append(blob);
+  op.data_length = blob.length;
+  op.data_sha256_hash = sha256(blob);
+  return op;
+}
+
+async function replaceOp(data: Buffer, start: number, blocks: number, sink: BlobSink, options: PlanOptions): Promise<InstallOperation> {
+  const packed = await compress(options.compression, data);
+  const useRaw = packed.length >= data.length;
+  const op: InstallOperation = { type: useRaw ? OpType.REPLACE : REPLACE_TYPE[options.compression], src_extents: [], dst_extents: [extent(start, blocks)] };
+  return withBlob(op, useRaw ? data : packed, sink);
+}
+
+async function copyOp(source: ImageFileReader, sources: readonly number[], dstStart: number, copies: CopyRun[]): Promise<InstallOperation> {
+  const srcExtents: Extent[] = [];
+  for (const block of sources) {
+    const last = srcExtents[srcExtents.length - 1];
+    if (last && last.start_block + last.num_blocks === block) last.num_blocks++;
+    else srcExtents.push(extent(block, 1));
+  }
+  let dst = dstStart;
+  for (const e of srcExtents) {
+    copies.push({ src: e.start_block, dst, blocks: e.num_blocks });
+    dst += e.num_blocks;
+  }
+  const hash = createHash('sha256');
+  for (const e of srcExtents) hash.update(await source.read(e.start_block, e.num_blocks));
+  return { type: OpType.SOURCE_COPY, src_extents: srcExtents, dst_extents: [extent(dstStart, sources.length)], src_sha256_hash: hash.digest() };
+}
+
+async function dataOp(data: Buffer, start: number, blocks: number, source: { reader: ImageFileReader; blocks: number }, sink: BlobSink, options: PlanOptions): Promise<InstallOperation> {
+  const packed = await compress(options.compression, data);
+  const replace = packed.length < data.length ? { type: REPLACE_TYPE[options.compression], blob: packed } : { type: OpType.REPLACE, blob: data };
+  // The old blocks at the same place are the diff base: images updated in place keep their layout.
+  const srcBlocks = Math.min(blocks, source.blocks - start);
+  if (srcBlocks > 0) {
+    const old = await source.reader.read(start, srcBlocks);
+    const patch = await bsdiff(old, data);
+    if (patch.length < replace.blob.length) {
+      const op: InstallOperation = { type: OpType.BROTLI_BSDIFF, src_extents: [extent(start, srcBlocks)], dst_extents: [extent(start, blocks)], src_sha256_hash: sha256(old) };
+      return withBlob(op, patch, sink);
+    }
+  }
+  return withBlob({ type: replace.type, src_extents: [], dst_extents: [extent(start, blocks)] }, replace.blob, sink);
+}

@@ -1,0 +1,84 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { extractPayload } from '../../src/payload/extract';
+import { generatePayload } from '../../src/payload/generate';
+import { OpType, opTypeName } from '../../src/payload/manifest';
+import { findMergeHazard } from '../../src/payload/merge-sequence';
+import { PayloadFile } from '../../src/payload/payload-file';
+import { evolve, randomBytes, tempDir, writeImages } from './support/images';
+
+const MiB = 1024 * 1024;
+
+async function opCounts(file: string): Promise<Record<string, number>> {
+  const payload = await PayloadFile.open(file);
+  try {
+    const counts: Record<string, number> = {};
+    for (const p of payload.manifest.partitions) for (const op of p.operations) counts[opTypeName(op.type)] = (counts[opTypeName(op.type)] ?? 0) + 1;
+    return counts;
+  } finally {
+    await payload.close();
+  }
+}
+
+async function expectImages(dir: string, images: Record<string, Buffer>): Promise<void> {
+  for (const [name, data] of Object.entries(images)) {
+    const got = await fs.readFile(path.join(dir, `${name}.img`));
+    expect(got.length).toBe(data.length);
+    expect(got.equals(data)).toBe(true);
+  }
+}
+
+describe('generate then extract, random images', () => {
+  let dir: string;
+  const system = Buffer.concat([randomBytes(1, 4 * MiB), Buffer.alloc(2 * MiB), randomBytes(2, MiB / 2 + 100)]);
+  const vendor = Buffer.concat([Buffer.from('vendor '.repeat(100000)), randomBytes(3, 300 * 1024)]);
+  beforeAll(async () => {
+    dir = await tempDir('vab-roundtrip-');
+    await writeImages(path.join(dir, 'old'), { system, vendor });
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it.each(['zstd', 'xz', 'bz2'] as const)('full payload with %s', async (compression) => {
+    const file = path.join(dir, `full-${compression}.bin`);
+    const images: Record<string, Buffer> = compression === 'bz2' ? { vendor } : { system, vendor };
+    await generatePayload({ targetDir: path.join(dir, 'old'), output: file, compression, partitions: Object.keys(images) });
+    const counts = await opCounts(file);
+    const replace = { zstd: 'REPLACE_ZSTD', xz: 'REPLACE_XZ', bz2: 'REPLACE_BZ' }[compression];
+    expect(counts[replace]).toBeGreaterThan(0);
+    if (compression !== 'bz2') expect(counts.ZERO).toBe(1);
+    const out = path.join(dir, `out-full-${compression}`);
+    await extractPayload(file, { outDir: out });
+    await expectImages(out, images);
+  });
+
+  it('incremental payload: copies, diffs, replaces and zeros reproduce the new images', async () => {
+    const newSystem = evolve(system, 9);
+    const newVendor = evolve(vendor, 10);
+    await writeImages(path.join(dir, 'new'), { system: newSystem, vendor: newVendor });
+    const file = path.join(dir, 'delta.bin');
+    await generatePayload({ targetDir: path.join(dir, 'new'), sourceDir: path.join(dir, 'old'), output: file });
+    const counts = await opCounts(file);
+    for (const type of [OpType.SOURCE_COPY, OpType.BROTLI_BSDIFF, OpType.REPLACE_ZSTD, OpType.ZERO]) expect(counts[opTypeName(type)]).toBeGreaterThan(0);
+    const payload = await PayloadFile.open(file);
+    try {
+      expect(payload.manifest.minor_version).toBe(10);
+      const dpm = payload.manifest.dynamic_partition_metadata!;
+      expect(dpm).toMatchObject({ vabc_enabled: true, cow_version: 3, compression_factor: 65536, vabc_compression_param: 'lz4' });
+      for (const p of payload.manifest.partitions) {
+        expect(p.merge_operations.length).toBeGreaterThan(0);
+        expect(findMergeHazard(p.merge_operations)).toBeUndefined();
+      }
+    } finally {
+      await payload.close();
+    }
+    const out = path.join(dir, 'out-delta');
+    await extractPayload(file, { outDir: out, sourceDir: path.join(dir, 'old') });
+    await expectImages(out, { system: newSystem, vendor: newVendor });
+    // The delta is far smaller than the full payload of the same images.
+    const full = path.join(dir, 'full-new.bin');
+    await generatePayload({ targetDir: path.join(dir, 'new'), output: full });
+    expect((await fs.stat(file)).size).toBeLessThan((await fs.stat(full)).size / 2);
+  });
+});
