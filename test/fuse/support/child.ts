@@ -1,4 +1,5 @@
 import { ChildProcess, spawn } from 'child_process';
+import { createHash } from 'crypto';
 import { promises as fsp } from 'fs';
 import os from 'os';
 import path from 'path';
@@ -8,7 +9,7 @@ import type { ServerConfig } from './server';
 /**
  * Runs a TypeScript entry point in a child process. jest's ts transform only exists inside jest,
  * and dist/ may be stale or half-built while other areas are being edited, so the entry and what
- * it imports are compiled with tsc into a fresh temporary directory (about 2 s). NODE_PATH lets the
+ * it imports are compiled with tsc into a temporary directory (about 2 s, once). NODE_PATH lets the
  * compiled files find the repository's node_modules from there.
  *
  * Other layers reuse this to serve their own providers: write an entry like support/server.ts,
@@ -26,14 +27,38 @@ export function compileForChild(entry: string): Promise<string> {
   return result;
 }
 
+/**
+ * Output goes to a directory named by a hash of every source it could import, so repeated runs
+ * reuse it; a new build is made aside and renamed into place, so concurrent runs never see half.
+ */
 async function compile(entry: string): Promise<string> {
-  const outDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-child-'));
+  const outDir = path.join(os.tmpdir(), `vab-child-${await sourceHash(entry)}`);
+  const script = path.join(outDir, entry.replace(/\.ts$/, '.js'));
+  if (await fsp.stat(script).then(() => true, () => false)) return script;
+  const buildDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-child-build-'));
   const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
   const args = [tsc, '--ignoreConfig', '--outDir', outDir, '--rootDir', REPO, '--module', 'node16', '--moduleResolution', 'node16',
     '--target', 'ES2022', '--strict', '--esModuleInterop', '--skipLibCheck', '--types', 'node', path.join(REPO, entry)];
+  args[args.indexOf('--outDir') + 1] = buildDir;
   const result = await run(process.execPath, args, { cwd: REPO, timeoutMs: 60_000 });
-  if (result.code !== 0) throw new Error(`compiling ${entry} failed:\n${result.stdout}${result.stderr}`);
-  return path.join(outDir, entry.replace(/\.ts$/, '.js'));
+  if (result.code !== 0) {
+    await fsp.rm(buildDir, { recursive: true, force: true });
+    throw new Error(`compiling ${entry} failed:\n${result.stdout}${result.stderr}`);
+  }
+  // Losing the race to another run that built the same sources is fine: its output is identical.
+  await fsp.rename(buildDir, outDir).catch(() => fsp.rm(buildDir, { recursive: true, force: true }));
+  return script;
+}
+
+async function sourceHash(entry: string): Promise<string> {
+  const hash = createHash('sha256');
+  const roots = [path.join(REPO, 'src'), path.join(REPO, path.dirname(entry))];
+  for (const root of roots) {
+    for (const file of (await fsp.readdir(root, { recursive: true })).filter((f) => f.endsWith('.ts')).sort()) {
+      hash.update(file).update(await fsp.readFile(path.join(root, file)));
+    }
+  }
+  return hash.digest('hex').slice(0, 16);
 }
 
 export function spawnCompiled(script: string, args: readonly string[]): ChildProcess {
