@@ -19,8 +19,8 @@ export interface ExtractOptions {
   partitions?: readonly string[];
   /** When given, both signatures must verify before anything is written. */
   publicKey?: KeyObject;
-  /** Called with the number of destination bytes each finished op produced. */
-  onProgress?: (bytes: number) => void;
+  /** Called after each op with destination bytes done so far and in total. */
+  onProgress?: (done: number, total: number) => void;
   logger?: Logger;
 }
 
@@ -61,9 +61,15 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
     const sources = await openSources(payload, partitions, options.sourceDir);
     try {
       await fs.mkdir(options.outDir, { recursive: true });
+      const total = extractWork(payload, partitions);
+      let bytesDone = 0;
+      const advance = (bytes: number) => {
+        bytesDone += bytes;
+        options.onProgress?.(bytesDone, total);
+      };
       const done: ExtractedImage[] = [];
       for (const partition of partitions) {
-        const image = await extractPartition(payload, partition, options, sources.get(partition.partition_name));
+        const image = await extractPartition(payload, partition, options.outDir, advance, sources.get(partition.partition_name));
         logger.info('partition extracted', { partition: image.partition, size: image.size });
         done.push(image);
       }
@@ -101,13 +107,13 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
   }
 }
 
-async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, options: ExtractOptions, source?: SourceReader): Promise<ExtractedImage> {
+async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, outDir: string, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
-  const finalPath = path.join(options.outDir, `${name}.img`);
+  const finalPath = path.join(outDir, `${name}.img`);
   const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!);
   try {
-    await applyPartition(payload, partition, writer, source, options.onProgress);
+    await applyPartition(payload, partition, writer, source, onProgress);
     await writer.commit(info.hash!, name);
   } catch (err) {
     await writer.abort();

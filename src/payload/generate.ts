@@ -27,7 +27,8 @@ export interface GenerateOptions {
   cowCompression?: string;
   /** Largest unit the COW writer compresses at once (COW v3 compression factor). */
   compressionFactor?: number;
-  onProgress?: (bytes: number) => void;
+  /** Called as new-image bytes are processed, with the running and total counts. */
+  onProgress?: (done: number, total: number) => void;
   logger?: Logger;
 }
 
@@ -78,9 +79,15 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
         return offset;
       },
     };
+    const total = await totalSize(names, options.targetDir);
+    let bytesDone = 0;
+    const advance = (bytes: number) => {
+      bytesDone = Math.min(total, bytesDone + bytes);
+      options.onProgress?.(bytesDone, total);
+    };
     const partitions: PartitionUpdate[] = [];
     for (const name of names) {
-      partitions.push(await generatePartition(name, options, sink, compression, blockSize));
+      partitions.push(await generatePartition(name, options, sink, compression, blockSize, advance));
       logger.info('partition planned', { partition: name, operations: partitions[partitions.length - 1].operations.length });
     }
     const incremental = partitions.some((p) => p.old_partition_info);
@@ -105,7 +112,13 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
   }
 }
 
-async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, compression: PayloadCompression, blockSize: number): Promise<PartitionUpdate> {
+async function totalSize(names: readonly string[], dir: string): Promise<number> {
+  let total = 0;
+  for (const name of names) total += (await imageSize(path.join(dir, `${name}.img`))) ?? 0;
+  return total;
+}
+
+async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, compression: PayloadCompression, blockSize: number, onProgress: (bytes: number) => void): Promise<PartitionUpdate> {
   const targetFile = path.join(options.targetDir, `${name}.img`);
   const targetSize = await imageSize(targetFile);
   if (targetSize === undefined) throw new VabError('ENOTFOUND', `partition ${name}: no new image`, { file: targetFile });
@@ -119,7 +132,7 @@ async function generatePartition(name: string, options: GenerateOptions, sink: B
       Math.ceil(targetSize / blockSize),
       source ? { reader: source, blocks: Math.ceil(sourceSize! / blockSize) } : undefined,
       sink,
-      { blockSize, compression, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress: options.onProgress },
+      { blockSize, compression, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress },
     );
     const update: PartitionUpdate = {
       partition_name: name,

@@ -82,6 +82,7 @@ export interface PartitionUpdate {
   run_postinstall?: boolean;
   postinstall_path?: string;
   filesystem_type?: string;
+  new_partition_signature?: Signature[];
   old_partition_info?: PartitionInfo;
   new_partition_info?: PartitionInfo;
   operations: InstallOperation[];
@@ -118,6 +119,7 @@ export interface DeltaArchiveManifest {
   max_timestamp?: number;
   dynamic_partition_metadata?: DynamicPartitionMetadata;
   partial_update?: boolean;
+  apex_info?: Array<{ package_name?: string; version?: number; is_compressed?: boolean; decompressed_size?: number }>;
   security_patch_level?: string;
 }
 

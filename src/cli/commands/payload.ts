@@ -1,4 +1,93 @@
-import type { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { extractPayload } from '../../payload/extract';
+import { generatePayload, PayloadCompression } from '../../payload/generate';
+import { formatSummary, inspectPayload } from '../../payload/inspect';
+import { loadPrivateKey, loadPublicKey } from '../../payload/signing';
+import { createLogger } from '../../util/log';
+import { createProgress, Progress } from '../../util/progress';
 
-/** Registers the payload commands (filled in by the issue that owns them). */
-export function registerPayloadCommands(_program: Command): void {}
+/** A progress callback that starts its bar on the first report (when the total is known). */
+function progressReporter(label: string): { report: (done: number, total: number) => void; finish: () => void } {
+  let bar: Progress | undefined;
+  let shown = 0;
+  return {
+    report: (done, total) => {
+      bar ??= createProgress(label, total);
+      bar.advance(done - shown);
+      shown = done;
+    },
+    finish: () => bar?.finish(),
+  };
+}
+
+function splitList(value: string): string[] {
+  return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+export function registerPayloadCommands(program: Command): void {
+  const payload = program.command('payload').description('read, check, extract and generate Android OTA payloads (payload.bin)');
+
+  payload
+    .command('inspect')
+    .description('show version, sizes, partitions, operations, VABC fields and signatures')
+    .argument('<file>', 'payload.bin')
+    .option('--json', 'print JSON instead of text')
+    .option('--key <pub.pem>', 'public key (PEM) to verify the signatures with')
+    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+      const key = opts.key ? await loadPublicKey(opts.key) : undefined;
+      const summary = await inspectPayload(file, key);
+      process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
+      const failed = [summary.signatures.metadata.verified, summary.signatures.payload.verified].some((v) => v === 'invalid' || (key && v === 'absent'));
+      if (failed) process.exitCode = 1;
+    });
+
+  payload
+    .command('extract')
+    .description('write <partition>.img for each partition, verifying every hash')
+    .argument('<file>', 'payload.bin')
+    .requiredOption('--out <dir>', 'directory for the new images')
+    .option('--source <dir>', 'directory of old images (<partition>.img), for incremental payloads')
+    .option('--partitions <names>', 'comma-separated partitions to extract (default: all)', splitList)
+    .option('--key <pub.pem>', 'public key (PEM); the payload is refused unless its signatures verify')
+    .action(async (file: string, opts: { out: string; source?: string; partitions?: string[]; key?: string }) => {
+      const publicKey = opts.key ? await loadPublicKey(opts.key) : undefined;
+      const progress = progressReporter('extract');
+      const images = await extractPayload(file, {
+          outDir: opts.out,
+          sourceDir: opts.source,
+          partitions: opts.partitions,
+          publicKey,
+          onProgress: progress.report,
+          logger: createLogger('payload', { level: 'warn' }),
+        })
+        .finally(progress.finish);
+      for (const image of images) process.stdout.write(`${image.partition}: ${image.file} (${image.size} bytes, sha256 verified)\n`);
+    });
+
+  payload
+    .command('generate')
+    .description('make a payload from new images (full), or from old and new images (incremental)')
+    .requiredOption('--target <dir>', 'directory of new images (<partition>.img)')
+    .option('--source <dir>', 'directory of old images: makes an incremental payload')
+    .requiredOption('-o, --output <file>', 'payload file to write')
+    .option('--key <priv.pem>', 'private key (PEM, PKCS#1 or PKCS#8) to sign with')
+    .addOption(new Option('--compression <codec>', 'compression of replace operations').choices(['zstd', 'xz', 'bz2']).default('zstd'))
+    .option('--partitions <names>', 'comma-separated partitions (default: every *.img in --target)', splitList)
+    .action(async (opts: { target: string; source?: string; output: string; key?: string; compression: PayloadCompression; partitions?: string[] }) => {
+      const privateKey = opts.key ? await loadPrivateKey(opts.key) : undefined;
+      const progress = progressReporter('generate');
+      const summary = await generatePayload({
+          targetDir: opts.target,
+          sourceDir: opts.source,
+          output: opts.output,
+          privateKey,
+          compression: opts.compression,
+          partitions: opts.partitions,
+          onProgress: progress.report,
+          logger: createLogger('payload', { level: 'warn' }),
+        })
+        .finally(progress.finish);
+      const parts = summary.partitions.map((p) => `${p.name} (${p.incremental ? 'incremental' : 'full'}, ${p.operations} ops)`).join(', ');
+      process.stdout.write(`${summary.output}: ${summary.size} bytes${privateKey ? ', signed' : ''}; ${parts}\n`);
+    });
+}
