@@ -1,7 +1,7 @@
 # Builds vab and runs it. FUSE needs: docker run --device /dev/fuse --cap-add SYS_ADMIN ...
 FROM node:20-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends e2fsprogs erofs-utils mount bsdiff xz-utils bzip2 zstd openssl python3 make g++ \
+ && apt-get install -y --no-install-recommends e2fsprogs erofs-utils mount bsdiff xz-utils bzip2 zstd lz4 openssl python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/vab
 COPY package.json package-lock.json ./

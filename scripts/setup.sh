@@ -14,6 +14,7 @@ declare -A wanted=(
   [xz]=xz-utils
   [bzip2]=bzip2
   [zstd]=zstd
+  [lz4]=lz4
   [openssl]=openssl
 )
 missing=()
