@@ -61,14 +61,20 @@ function matchLength(old: Uint8Array, oldStart: number, neu: Uint8Array, newStar
 }
 
 /** Longest match of `neu[newStart..]` in `old`, by binary search over the suffix array. */
-function search(sa: Int32Array, old: Buffer, neu: Buffer, newStart: number): { pos: number; len: number } {
+export function longestMatch(sa: Int32Array, old: Buffer, neu: Buffer, newStart: number): { pos: number; len: number } {
   let lo = 0;
   let hi = sa.length - 1;
   while (hi - lo >= 2) {
     const mid = lo + ((hi - lo) >> 1);
     const oldPos = sa[mid];
-    const n = Math.min(old.length - oldPos, neu.length - newStart);
-    if (old.compare(neu, newStart, newStart + n, oldPos, oldPos + n) < 0) lo = mid;
+    const oldLeft = old.length - oldPos;
+    const newLeft = neu.length - newStart;
+    const n = Math.min(oldLeft, newLeft);
+    const order = old.compare(neu, newStart, newStart + n, oldPos, oldPos + n);
+    // A suffix that is a proper prefix of the searched text sorts before it. Treating it as
+    // "not less" (as a bare memcmp does) sends the search to short matches on repetitive data
+    // such as zero runs, and the scan then degrades to quadratic time.
+    if (order < 0 || (order === 0 && oldLeft < newLeft)) lo = mid;
     else hi = mid;
   }
   const x = matchLength(old, sa[lo], neu, newStart);
@@ -104,7 +110,7 @@ export function bsdiffStreams(old: Buffer, neu: Buffer): DiffResult {
     let oldScore = 0;
     let scsc = (scan += len);
     for (; scan < neu.length; scan++) {
-      ({ pos, len } = search(sa, old, neu, scan));
+      ({ pos, len } = longestMatch(sa, old, neu, scan));
       for (; scsc < scan + len; scsc++) if (scsc + lastOffset < old.length && old[scsc + lastOffset] === neu[scsc]) oldScore++;
       // Stop at a match that is clearly better than continuing the previous alignment.
       if ((len === oldScore && len !== 0) || len > oldScore + 8) break;

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { bsdiff, bsdiffStreams, suffixArray } from '../../src/payload/bsdiff';
+import { bsdiff, bsdiffStreams, longestMatch, suffixArray } from '../../src/payload/bsdiff';
 import { BSDF2_MAGIC, bspatch, decodePatch, readOfft, writeOfft } from '../../src/payload/bsdiff-format';
 
 const run = promisify(execFile);
@@ -50,6 +50,19 @@ describe('suffix array', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('longest match search', () => {
+  it('finds the full match in repetitive data, where a prefix-is-equal comparison finds almost none', () => {
+    // Every suffix of a zero run is a prefix of every longer one; ordering them wrongly sends the
+    // binary search to the shortest suffixes and makes the diff quadratic on zero-filled images.
+    const old = Buffer.alloc(64 * 1024);
+    const neu = Buffer.concat([Buffer.alloc(1000), Buffer.from('hello'), Buffer.alloc(3000)]);
+    const sa = suffixArray(old);
+    expect(longestMatch(sa, old, neu, 0).len).toBe(1000);
+    expect(longestMatch(sa, old, neu, 1005).len).toBe(3000);
+    expect(longestMatch(sa, old, neu, 1001).len).toBe(0);
   });
 });
 
