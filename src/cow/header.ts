@@ -94,10 +94,13 @@ export function validateHeaderV3(h: CowHeader, fileSize: number, where: CowWhere
   }
   if (h.opCount > h.opCountMax) throw corrupt(`op_count ${h.opCount} exceeds op_count_max ${h.opCountMax}`, at(54));
   if (h.resumePointCount > 0 && h.resumePointMax === 0) throw corrupt(`resume_point_count ${h.resumePointCount} with no resume buffer`, at(46));
+  // Only what a reader reads must be in the file: a COW without ops or labels may end early.
+  const resumeAt = h.headerSize + h.bufferSize + 4 * h.sequenceDataCount;
   const regions: Array<[string, number]> = [
     ['scratch region', h.headerSize + h.bufferSize],
-    ['sequence area', h.headerSize + h.bufferSize + 4 * h.sequenceDataCount],
-    ['op area', h.headerSize + h.bufferSize + 4 * h.sequenceDataCount + 16 * h.resumePointMax + 16 * h.opCount],
+    ['sequence area', resumeAt],
+    ['resume buffer', resumeAt + 16 * Math.min(h.resumePointCount, h.resumePointMax)],
+    ['op area', h.opCount === 0 ? 0 : resumeAt + 16 * h.resumePointMax + 16 * h.opCount],
   ];
   for (const [name, end] of regions) {
     if (end > fileSize) throw truncated(`${name} ends at ${end}, past the end of the file (${fileSize} bytes)`, at(fileSize));

@@ -234,7 +234,9 @@ export class CowWriter {
     if (this.file) {
       await this.file.sync();
       await this.file.write(encodeHeaderV3(this.header), 0, COW_HEADER_V3_SIZE, 0);
-      if ((await this.file.size()) > this.nextDataPos) await this.file.truncate(this.nextDataPos);
+      // The file ends where the data does: stale bytes from a resumed attempt go, a COW with no
+      // data still spans its whole op area.
+      if ((await this.file.size()) !== this.nextDataPos) await this.file.truncate(this.nextDataPos);
       await this.file.sync();
     }
     this.finalized = true;

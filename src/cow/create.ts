@@ -1,0 +1,132 @@
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import { fsyncDirectory } from '../util/atomic';
+import { createProgress, Progress } from '../util/progress';
+import { badArgument } from './errors';
+import { openFile, RandomAccessFile } from './file';
+import { CowOpType, DEFAULT_BLOCK_SIZE } from './format';
+import { CowPlan, planCow } from './plan';
+import { CowWriter, replaceOpCount } from './writer';
+
+export interface CreateCowOptions {
+  /** "none" (default), "gz", "brotli", "lz4", "zstd", optionally with ",level". */
+  compression?: string;
+  /** Largest Replace unit in bytes, 4 KiB (default) to 256 KiB. */
+  compressionFactor?: number;
+  /** Use Xor ops for blocks that still resemble their old content. */
+  xor?: boolean;
+  blockSize?: number;
+  /** Reserve the 2 MiB scratch region (default true, as Android does). */
+  scratchSpace?: boolean;
+  /** Show a progress bar on stderr when it is a terminal. */
+  progress?: boolean;
+}
+
+export interface CreateCowResult {
+  blockCount: number;
+  opCount: number;
+  ops: { copy: number; replace: number; zero: number; xor: number };
+  /** Ordered ops recorded as sequence data. */
+  sequenceLength: number;
+  cowSize: number;
+}
+
+/** Replace data is read and handed to the writer this many blocks at a time (a multiple of every unit). */
+const REPLACE_CHUNK_BLOCKS = 256;
+
+/**
+ * Writes the COW that turns `basePath` (OLD) into `targetPath` (NEW). The file appears at
+ * `outPath` only once complete and durable (temporary file, fsync, rename, fsync directory).
+ */
+export async function createCow(basePath: string, targetPath: string, outPath: string, options: CreateCowOptions = {}): Promise<CreateCowResult> {
+  const bs = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  const base = await openFile(basePath, 'r');
+  const target = await openFile(targetPath, 'r').catch(async (err) => {
+    await base.close();
+    throw err;
+  });
+  const tmpPath = path.join(path.dirname(path.resolve(outPath)), `.${path.basename(outPath)}.tmp-${process.pid}`);
+  let progress: Progress | undefined;
+  try {
+    const targetSize = await target.size();
+    if (targetSize % bs !== 0) throw badArgument(`is ${targetSize} bytes, not a multiple of the ${bs}-byte block size`, { file: targetPath });
+    const baseBlocks = Math.floor((await base.size()) / bs);
+    progress = options.progress ? createProgress('cow create', baseBlocks + 2 * (targetSize / bs)) : undefined;
+    const plan = await planCow(base, target, { blockSize: bs, xor: options.xor ?? false, progress });
+    const file = await openFile(tmpPath, 'w+');
+    let result: CreateCowResult;
+    try {
+      result = await writePlan(file, plan, base, target, options, progress);
+    } finally {
+      await file.close();
+    }
+    await fs.rename(tmpPath, outPath);
+    await fsyncDirectory(path.dirname(path.resolve(outPath)));
+    return result;
+  } catch (err) {
+    await fs.rm(tmpPath, { force: true });
+    throw err;
+  } finally {
+    progress?.finish();
+    await base.close();
+    await target.close();
+  }
+}
+
+async function writePlan(file: RandomAccessFile, plan: CowPlan, base: RandomAccessFile, target: RandomAccessFile, options: CreateCowOptions, progress?: Progress): Promise<CreateCowResult> {
+  const bs = plan.blockSize;
+  const factor = options.compressionFactor ?? bs;
+  const counts = countOps(plan, factor / bs);
+  const opCount = counts.copy + counts.replace + counts.zero + counts.xor;
+  const writer = await CowWriter.createOn(file, {
+    blockSize: bs,
+    compression: options.compression ?? 'none',
+    compressionFactor: factor,
+    opCountMax: opCount,
+    maxBlocks: Math.max(plan.blockCount, 1),
+    scratchSpace: options.scratchSpace,
+  });
+  if (plan.sequence.length > 0) await writer.addSequenceData(plan.sequence);
+  const newBlock = Buffer.allocUnsafe(bs);
+  const oldBlock = Buffer.allocUnsafe(bs);
+  for (const t of plan.sequence) {
+    if (plan.kinds[t] === CowOpType.Copy) {
+      await writer.addCopy(t, plan.sources[t]);
+      continue;
+    }
+    await target.read(newBlock, 0, bs, t * bs);
+    await base.read(oldBlock, 0, bs, t * bs);
+    for (let i = 0; i < bs; i++) newBlock[i] ^= oldBlock[i];
+    await writer.addXorBlocks(t, newBlock, t, 0);
+  }
+  const chunk = Buffer.allocUnsafe(REPLACE_CHUNK_BLOCKS * bs);
+  for (let t = 0; t < plan.blockCount; ) {
+    const kind = plan.kinds[t];
+    let end = t + 1;
+    while (end < plan.blockCount && plan.kinds[end] === kind && (kind !== CowOpType.Replace || end - t < REPLACE_CHUNK_BLOCKS)) end++;
+    if (kind === CowOpType.Zero) await writer.addZeroBlocks(t, end - t);
+    else if (kind === CowOpType.Replace) {
+      await target.read(chunk, 0, (end - t) * bs, t * bs);
+      await writer.addRawBlocks(t, chunk.subarray(0, (end - t) * bs));
+    }
+    progress?.advance(end - t);
+    t = end;
+  }
+  await writer.finalize();
+  return { blockCount: plan.blockCount, opCount, ops: counts, sequenceLength: plan.sequence.length, cowSize: writer.estimate().cowSize };
+}
+
+function countOps(plan: CowPlan, unitBlocks: number): CreateCowResult['ops'] {
+  const ops = { copy: 0, replace: 0, zero: 0, xor: 0 };
+  for (let t = 0; t < plan.blockCount; ) {
+    const kind = plan.kinds[t];
+    let end = t + 1;
+    while (end < plan.blockCount && plan.kinds[end] === kind && (kind !== CowOpType.Replace || end - t < REPLACE_CHUNK_BLOCKS)) end++;
+    if (kind === CowOpType.Copy) ops.copy += end - t;
+    else if (kind === CowOpType.Xor) ops.xor += end - t;
+    else if (kind === CowOpType.Zero) ops.zero += end - t;
+    else if (kind === CowOpType.Replace) ops.replace += replaceOpCount(end - t, unitBlocks);
+    t = end;
+  }
+  return ops;
+}

@@ -1,0 +1,197 @@
+import type { Progress } from '../util/progress';
+import { RandomAccessFile } from './file';
+import { CowOpType } from './format';
+
+/** What `vab cow create` decides for each block of the new image. */
+export const UNCHANGED = 0;
+
+export interface CowPlan {
+  blockSize: number;
+  /** Blocks of the new image. */
+  blockCount: number;
+  /** Per new block: UNCHANGED or a CowOpType (Copy, Replace, Zero, Xor). */
+  kinds: Uint8Array;
+  /** Per Copy block: the old block it copies. Xor blocks always use their own old block. */
+  sources: Uint32Array;
+  /** The Copy and Xor blocks in an order that is safe to merge in place. */
+  sequence: Uint32Array;
+}
+
+export interface PlanOptions {
+  blockSize: number;
+  /** Emit Xor ops for blocks that still resemble their old content. */
+  xor: boolean;
+  progress?: Progress;
+}
+
+const CHUNK_BLOCKS = 256;
+const EMPTY = 0;
+
+/**
+ * Compares OLD and NEW block by block: unchanged blocks get no op, zero blocks a Zero op, blocks
+ * found elsewhere in OLD a Copy op, blocks that resemble their old self an Xor op (with `xor`),
+ * anything else a Replace op. Then it orders the Copy/Xor ops so that merging them in place never
+ * overwrites a block before every op that reads it has run (see orderForMerge).
+ */
+export async function planCow(base: RandomAccessFile, target: RandomAccessFile, options: PlanOptions): Promise<CowPlan> {
+  const bs = options.blockSize;
+  const baseBlocks = Math.floor((await base.size()) / bs);
+  const blockCount = (await target.size()) / bs;
+  const table = await hashBase(base, baseBlocks, bs, options.progress);
+  const kinds = new Uint8Array(blockCount);
+  const sources = new Uint32Array(blockCount);
+  const newChunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
+  const oldChunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
+  const candidate = Buffer.allocUnsafe(bs);
+  for (let first = 0; first < blockCount; first += CHUNK_BLOCKS) {
+    const n = Math.min(CHUNK_BLOCKS, blockCount - first);
+    await target.read(newChunk, 0, n * bs, first * bs);
+    const oldN = Math.max(0, Math.min(n, baseBlocks - first));
+    if (oldN > 0) await base.read(oldChunk, 0, oldN * bs, first * bs);
+    for (let i = 0; i < n; i++) {
+      const t = first + i;
+      const block = newChunk.subarray(i * bs, (i + 1) * bs);
+      const old = i < oldN ? oldChunk.subarray(i * bs, (i + 1) * bs) : undefined;
+      if (old && block.equals(old)) continue;
+      if (isZero(block)) {
+        kinds[t] = CowOpType.Zero;
+        continue;
+      }
+      const s = table.find(hashBlock(block));
+      if (s >= 0 && s !== t && (await base.read(candidate, 0, bs, s * bs)) === bs && candidate.equals(block)) {
+        kinds[t] = CowOpType.Copy;
+        sources[t] = s;
+      } else if (options.xor && old && resembles(block, old)) {
+        kinds[t] = CowOpType.Xor;
+        sources[t] = t;
+      } else {
+        kinds[t] = CowOpType.Replace;
+      }
+    }
+    options.progress?.advance(n);
+  }
+  const sequence = orderForMerge(kinds, sources);
+  return { blockSize: bs, blockCount, kinds, sources, sequence };
+}
+
+/**
+ * Orders the Copy/Xor ops for an in-place merge. Op A must run before op B when A reads the block
+ * B overwrites. Each op reads one block, so every op has at most one such B: the constraints form
+ * a functional graph, sorted here with Kahn's algorithm. What remains unsorted are cycles (A reads
+ * B's block, B reads A's); each is broken by turning one of its ops into a Replace op, which merges
+ * after every ordered op.
+ */
+export function orderForMerge(kinds: Uint8Array, sources: Uint32Array): Uint32Array {
+  const n = kinds.length;
+  const ordered = (t: number): boolean => kinds[t] === CowOpType.Copy || kinds[t] === CowOpType.Xor;
+  const overwriterOf = (t: number): number => {
+    const s = sources[t];
+    return s !== t && s < n && ordered(s) ? s : -1;
+  };
+  const waiting = new Uint32Array(n);
+  let orderedCount = 0;
+  for (let t = 0; t < n; t++) {
+    if (!ordered(t)) continue;
+    orderedCount++;
+    const b = overwriterOf(t);
+    if (b >= 0) waiting[b]++;
+  }
+  const out = new Uint32Array(orderedCount);
+  const queue = new Uint32Array(orderedCount);
+  const done = new Uint8Array(n);
+  let head = 0;
+  let tail = 0;
+  let emitted = 0;
+  const release = (t: number): void => {
+    const b = overwriterOf(t);
+    if (b >= 0 && --waiting[b] === 0 && !done[b]) queue[tail++] = b;
+  };
+  for (let t = 0; t < n; t++) if (ordered(t) && waiting[t] === 0) queue[tail++] = t;
+  let scan = 0;
+  while (emitted < out.length) {
+    while (head < tail) {
+      const t = queue[head++];
+      if (done[t] || !ordered(t)) continue;
+      done[t] = 1;
+      out[emitted++] = t;
+      release(t);
+    }
+    // Only cycles are left: break the next one by storing one of its blocks whole.
+    while (scan < n && (done[scan] || !ordered(scan))) scan++;
+    if (scan >= n) break;
+    const victim = scan;
+    release(victim);
+    kinds[victim] = CowOpType.Replace;
+    waiting[victim] = 0;
+  }
+  return out.subarray(0, emitted);
+}
+
+async function hashBase(base: RandomAccessFile, blocks: number, bs: number, progress?: Progress): Promise<BlockHashTable> {
+  const table = new BlockHashTable(blocks);
+  const chunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
+  for (let first = 0; first < blocks; first += CHUNK_BLOCKS) {
+    const n = Math.min(CHUNK_BLOCKS, blocks - first);
+    await base.read(chunk, 0, n * bs, first * bs);
+    for (let i = 0; i < n; i++) {
+      const block = chunk.subarray(i * bs, (i + 1) * bs);
+      if (!isZero(block)) table.insert(hashBlock(block), first + i);
+    }
+    progress?.advance(n);
+  }
+  return table;
+}
+
+/** Open-addressing map from a block's 32-bit hash to the first old block with it (8 bytes a slot). */
+class BlockHashTable {
+  private readonly keys: Uint32Array;
+  private readonly values: Int32Array;
+  private readonly mask: number;
+
+  constructor(entries: number) {
+    let size = 16;
+    while (size < entries * 2) size *= 2;
+    this.keys = new Uint32Array(size);
+    this.values = new Int32Array(size).fill(EMPTY);
+    this.mask = size - 1;
+  }
+
+  insert(hash: number, block: number): void {
+    for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
+      if (this.values[slot] === EMPTY) {
+        this.keys[slot] = hash;
+        this.values[slot] = block + 1;
+        return;
+      }
+      if (this.keys[slot] === hash) return; // keep the first block with this content
+    }
+  }
+
+  find(hash: number): number {
+    for (let slot = hash & this.mask; this.values[slot] !== EMPTY; slot = (slot + 1) & this.mask) {
+      if (this.keys[slot] === hash) return this.values[slot] - 1;
+    }
+    return -1;
+  }
+}
+
+/** FNV-1a over 32-bit words: cheap, and every candidate is confirmed by comparing the bytes. */
+function hashBlock(block: Buffer): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i + 4 <= block.length; i += 4) h = Math.imul(h ^ block.readInt32LE(i), 0x01000193);
+  return h >>> 0;
+}
+
+let zeroBlock = Buffer.alloc(0);
+
+function isZero(block: Buffer): boolean {
+  if (zeroBlock.length !== block.length) zeroBlock = Buffer.alloc(block.length);
+  return block.equals(zeroBlock);
+}
+
+/** A block "resembles" its old self when at least half its bytes are unchanged: XOR then compresses well. */
+function resembles(block: Buffer, old: Buffer): boolean {
+  let same = 0;
+  for (let i = 0; i < block.length; i++) if (block[i] === old[i]) same++;
+  return same * 2 >= block.length;
+}

@@ -1,0 +1,100 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createCow } from '../../src/cow/create';
+import { mergeFiles } from '../../src/cow/merge';
+import { CowReader } from '../../src/cow/reader';
+import { Disk, MemoryFile, PowerCut, textLike } from './helpers';
+
+const BS = 4096;
+const BLOCKS = 40;
+
+let dir: string;
+let oldImage: Buffer;
+let newImage: Buffer;
+let cowBytes: Buffer;
+
+/** OLD → NEW with a chain of shifted blocks, a swap, edits for xor, zeros and fresh data. */
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-cow-merge-'));
+  oldImage = Buffer.concat(Array.from({ length: BLOCKS }, (_, i) => textLike(BS, i + 1)));
+  newImage = Buffer.from(oldImage);
+  const block = (img: Buffer, i: number) => img.subarray(i * BS, (i + 1) * BS);
+  for (let i = 0; i < 10; i++) block(oldImage, i + 1).copy(block(newImage, i)); // chain
+  block(oldImage, 20).copy(block(newImage, 21)); // swap 20 <-> 21
+  block(oldImage, 21).copy(block(newImage, 20));
+  for (const i of [25, 26, 27]) block(newImage, i).write('an edit', 200); // xor candidates
+  newImage.fill(0, 30 * BS, 33 * BS);
+  textLike(4 * BS, 99).copy(newImage, 34 * BS);
+  await fs.writeFile(path.join(dir, 'old'), oldImage);
+  await fs.writeFile(path.join(dir, 'new'), newImage);
+  await createCow(path.join(dir, 'old'), path.join(dir, 'new'), path.join(dir, 'cow'), { compression: 'zstd', compressionFactor: 8192, xor: true });
+  cowBytes = await fs.readFile(path.join(dir, 'cow'));
+});
+afterAll(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('merging a COW into its base in place', () => {
+  it('merges in one go and records progress in num_merge_ops', async () => {
+    const cow = new MemoryFile('cow', cowBytes);
+    const base = new MemoryFile('base', oldImage);
+    const result = await mergeFiles(cow, base);
+    expect(base.contents().equals(newImage)).toBe(true);
+    expect(result.merged).toBe(result.total);
+    const reader = await CowReader.fromFile(cow);
+    expect(reader.header.numMergeOps).toBe(result.total);
+    expect(reader.ops.count).toBe(result.total);
+    expect((await mergeFiles(cow, base)).merged).toBe(0);
+  });
+
+  it.each([
+    [false, false],
+    [true, true],
+    [true, false],
+    [false, true],
+  ])('survives a power cut at every write (unsynced COW writes kept: %s, base: %s)', async (keepCow, keepBase) => {
+    let cut = 1;
+    for (;;) {
+      const disk = new Disk();
+      disk.cutAt = cut;
+      const cow = new MemoryFile('cow', cowBytes, disk);
+      const base = new MemoryFile('base', oldImage, disk);
+      const finished = await mergeFiles(cow, base).then(
+        () => true,
+        (err: unknown) => {
+          if (!(err instanceof PowerCut)) throw err;
+          return false;
+        },
+      );
+      if (finished) break;
+      const cowAfter = new MemoryFile('cow', cow.afterCrash(keepCow));
+      const baseAfter = new MemoryFile('base', base.afterCrash(keepBase));
+      await mergeFiles(cowAfter, baseAfter);
+      expect([cut, baseAfter.contents().equals(newImage)]).toEqual([cut, true]);
+      cut++;
+    }
+    expect(cut).toBeGreaterThan(10);
+  });
+
+  it('merges a COW without a scratch region', async () => {
+    await createCow(path.join(dir, 'old'), path.join(dir, 'new'), path.join(dir, 'plain.cow'), { scratchSpace: false });
+    const base = new MemoryFile('base', oldImage);
+    await mergeFiles(new MemoryFile('cow', await fs.readFile(path.join(dir, 'plain.cow'))), base);
+    expect(base.contents().equals(newImage)).toBe(true);
+  });
+
+  it('refuses a merge order that is not safe in place', async () => {
+    const bad = Buffer.from(cowBytes);
+    // Swap the sequence entries of blocks 0 and 1: block 1's copy would then run first and
+    // overwrite the block that block 0's copy reads.
+    const seq = 78 + bad.readUInt32LE(34);
+    const count = Number(bad.readBigUInt64LE(38));
+    const entries = Array.from({ length: count }, (_, k) => bad.readUInt32LE(seq + 4 * k));
+    const [i0, i1] = [entries.indexOf(0), entries.indexOf(1)];
+    expect(i0).toBeLessThan(i1);
+    bad.writeUInt32LE(1, seq + 4 * i0);
+    bad.writeUInt32LE(0, seq + 4 * i1);
+    await expect(mergeFiles(new MemoryFile('cow', bad), new MemoryFile('base', oldImage))).rejects.toThrow(/not safe in place/);
+  });
+});
