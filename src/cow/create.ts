@@ -31,7 +31,7 @@ export interface CreateCowResult {
   cowSize: number;
 }
 
-/** Replace data is read and handed to the writer this many blocks at a time (a multiple of every unit). */
+/** NEW is read, and runs are cut, this many blocks at a time (a multiple of every unit size). */
 const REPLACE_CHUNK_BLOCKS = 256;
 
 /**
@@ -100,17 +100,19 @@ async function writePlan(file: RandomAccessFile, plan: CowPlan, base: RandomAcce
     await writer.addXorBlocks(t, newBlock, t, 0);
   }
   const chunk = Buffer.allocUnsafe(REPLACE_CHUNK_BLOCKS * bs);
-  for (let t = 0; t < plan.blockCount; ) {
-    const kind = plan.kinds[t];
-    let end = t + 1;
-    while (end < plan.blockCount && plan.kinds[end] === kind && (kind !== CowOpType.Replace || end - t < REPLACE_CHUNK_BLOCKS)) end++;
+  let chunkFirst = -1;
+  for (const [kind, t, end] of runs(plan)) {
     if (kind === CowOpType.Zero) await writer.addZeroBlocks(t, end - t);
     else if (kind === CowOpType.Replace) {
-      await target.read(chunk, 0, (end - t) * bs, t * bs);
-      await writer.addRawBlocks(t, chunk.subarray(0, (end - t) * bs));
+      // NEW is read a whole chunk at a time: replace runs are short and many.
+      const first = t - (t % REPLACE_CHUNK_BLOCKS);
+      if (first !== chunkFirst) {
+        await target.read(chunk, 0, Math.min(REPLACE_CHUNK_BLOCKS, plan.blockCount - first) * bs, first * bs);
+        chunkFirst = first;
+      }
+      await writer.addRawBlocks(t, chunk.subarray((t - first) * bs, (end - first) * bs));
     }
     progress?.advance(end - t);
-    t = end;
   }
   await writer.finalize();
   return { blockCount: plan.blockCount, opCount, ops: counts, sequenceLength: plan.sequence.length, cowSize: writer.estimate().cowSize };
@@ -118,15 +120,23 @@ async function writePlan(file: RandomAccessFile, plan: CowPlan, base: RandomAcce
 
 function countOps(plan: CowPlan, unitBlocks: number): CreateCowResult['ops'] {
   const ops = { copy: 0, replace: 0, zero: 0, xor: 0 };
-  for (let t = 0; t < plan.blockCount; ) {
-    const kind = plan.kinds[t];
-    let end = t + 1;
-    while (end < plan.blockCount && plan.kinds[end] === kind && (kind !== CowOpType.Replace || end - t < REPLACE_CHUNK_BLOCKS)) end++;
+  for (const [kind, t, end] of runs(plan)) {
     if (kind === CowOpType.Copy) ops.copy += end - t;
     else if (kind === CowOpType.Xor) ops.xor += end - t;
     else if (kind === CowOpType.Zero) ops.zero += end - t;
     else if (kind === CowOpType.Replace) ops.replace += replaceOpCount(end - t, unitBlocks);
-    t = end;
   }
   return ops;
+}
+
+/** Runs of blocks with the same kind, split at every chunk boundary (a multiple of every unit size). */
+function* runs(plan: CowPlan): Generator<[number, number, number]> {
+  for (let t = 0; t < plan.blockCount; ) {
+    const kind = plan.kinds[t];
+    const limit = Math.min(plan.blockCount, t - (t % REPLACE_CHUNK_BLOCKS) + REPLACE_CHUNK_BLOCKS);
+    let end = t + 1;
+    while (end < limit && plan.kinds[end] === kind) end++;
+    yield [kind, t, end];
+    t = end;
+  }
 }

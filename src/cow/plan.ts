@@ -1,3 +1,4 @@
+import zlib from 'node:zlib';
 import type { Progress } from '../util/progress';
 import { RandomAccessFile } from './file';
 import { CowOpType } from './format';
@@ -175,11 +176,9 @@ class BlockHashTable {
   }
 }
 
-/** FNV-1a over 32-bit words: cheap, and every candidate is confirmed by comparing the bytes. */
+/** CRC-32 (native zlib): cheap, and every candidate is confirmed by comparing the bytes. */
 function hashBlock(block: Buffer): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i + 4 <= block.length; i += 4) h = Math.imul(h ^ block.readInt32LE(i), 0x01000193);
-  return h >>> 0;
+  return zlib.crc32(block);
 }
 
 let zeroBlock = Buffer.alloc(0);

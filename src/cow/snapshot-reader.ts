@@ -5,6 +5,7 @@ import { CowReader } from './reader';
 
 /** Largest single read the reader issues for a batch of adjacent blocks or payloads. */
 const MAX_BATCH_BYTES = 1 << 20;
+const MAX_BATCH_BLOCKS = 256;
 
 /**
  * The new image as the COW describes it over its base (the old image): what snapuserd serves for
@@ -80,114 +81,62 @@ export class SnapshotReader {
     }
   }
 
-  private async fill(ctx: ReadContext, block: number, end: number, dst: Uint8Array, out: number): Promise<void> {
+  private async fill(ctx: ReadContext, start: number, end: number, dst: Uint8Array, out0: number): Promise<void> {
     const { ops, index } = this.cow;
+    const { order } = index;
     const bs = this.blockSize;
-    let k = index.firstEndingAfter(block);
-    while (block < end) {
-      const op = k < index.order.length ? index.order[k] : -1;
-      const opStart = op < 0 ? Infinity : ops.newBlock[op];
-      if (opStart > block) {
-        const runEnd = Math.min(end, opStart);
-        await this.readBase(dst, out, (runEnd - block) * bs, block * bs);
-        out += (runEnd - block) * bs;
-        block = runEnd;
-        continue;
-      }
+    const kFirst = index.firstEndingAfter(start);
+    let kEnd = kFirst;
+    let covered = 0;
+    for (; kEnd < order.length && ops.newBlock[order[kEnd]] < end; kEnd++) {
+      const op = order[kEnd];
+      covered += Math.min(end, ops.newBlock[op] + ops.span(op)) - Math.max(start, ops.newBlock[op]);
+    }
+    // One read of the whole range from the base serves every block the COW does not change (and
+    // the old content an in-place Xor needs); the ops then overwrite their blocks.
+    const bulk = covered < end - start;
+    if (bulk) await this.readBase(dst, out0, (end - start) * bs, start * bs);
+    ctx.beginCall();
+    for (let k = kFirst; k < kEnd; ) {
+      const op = order[k];
       const type = ops.type(op);
-      // How many ops from k on form one batch: same type, adjacent blocks, within [block, end).
-      let n = 1;
-      const maxOps = Math.min(end - block, MAX_BATCH_BYTES / bs);
-      if (type !== CowOpType.Replace || ops.span(op) === 1) {
-        while (n < maxOps && k + n < index.order.length && this.extends(index.order[k + n - 1], index.order[k + n], type)) n++;
-      }
-      if (type === CowOpType.Zero) {
-        dst.fill(0, out, out + n * bs);
-      } else if (type === CowOpType.Copy) {
-        await this.readBase(dst, out, n * bs, ops.source[op] * bs);
-      } else if (type === CowOpType.Xor) {
-        await this.readXor(ctx, k, n, dst, out);
-      } else if (ops.span(op) === 1) {
-        await this.readPayloads(ctx, k, n, dst, out);
-      } else {
-        // One multi-block unit, possibly entered or left part-way.
-        const first = block - opStart;
-        const take = Math.min(ops.span(op) - first, end - block);
-        if (first === 0 && take === ops.span(op)) await this.readPayloads(ctx, k, 1, dst, out);
-        else dst.set((await ctx.unitOf(op)).subarray(first * bs, (first + take) * bs), out);
-        n = 1;
-        block += take;
-        out += take * bs;
-        k++;
+      const opStart = ops.newBlock[op];
+      const out = out0 + (Math.max(start, opStart) - start) * bs;
+      if (type === CowOpType.Zero || type === CowOpType.Copy) {
+        let n = 1;
+        while (k + n < kEnd && n < MAX_BATCH_BLOCKS && this.continues(order[k + n - 1], order[k + n], type)) n++;
+        if (type === CowOpType.Zero) dst.fill(0, out, out + n * bs);
+        else await this.readBase(dst, out, n * bs, ops.source[op] * bs);
+        k += n;
         continue;
       }
-      block += n;
-      out += n * bs;
-      k += n;
+      if (type === CowOpType.Xor) {
+        if (!(bulk && ops.source[op] === opStart * bs)) await this.readBase(dst, out, bs, ops.source[op]);
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, kEnd), ctx.block);
+        xorInto(dst, out, ctx.block, ctx.blockWords);
+      } else if (opStart >= start && opStart + ops.span(op) <= end) {
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, kEnd), dst.subarray(out, out + this.cow.unitSize(op)));
+      } else {
+        // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
+        const first = Math.max(start, opStart) - opStart;
+        const take = Math.min(opStart + ops.span(op), end) - Math.max(start, opStart);
+        dst.set((await ctx.unitOf(op)).subarray(first * bs, (first + take) * bs), out);
+      }
+      k++;
     }
   }
 
-  /** Whether op `next` continues a batch ending with op `prev` (both at consecutive blocks). */
-  private extends(prev: number, next: number, type: CowOpType): boolean {
+  /** Whether op `next` extends a run of Zero or Copy ops ending with `prev`. */
+  private continues(prev: number, next: number, type: CowOpType): boolean {
     const ops = this.cow.ops;
     if (ops.type(next) !== type || ops.newBlock[next] !== ops.newBlock[prev] + 1) return false;
-    if (type === CowOpType.Copy) return ops.source[next] === ops.source[prev] + 1;
-    if (type === CowOpType.Replace) return ops.span(next) === 1 && ops.dataOffset[next] === ops.dataOffset[prev] + ops.dataLength[prev];
-    if (type === CowOpType.Xor) return ops.dataOffset[next] === ops.dataOffset[prev] + ops.dataLength[prev];
-    return true;
+    return type === CowOpType.Zero || ops.source[next] === ops.source[prev] + 1;
   }
 
   /** Reads base bytes; bytes past the end of the base read as zeros (an image that grew). */
   private async readBase(dst: Uint8Array, out: number, length: number, position: number): Promise<void> {
     const got = await this.base.read(dst, out, length, position);
     if (got < length) dst.fill(0, out + got, out + length);
-  }
-
-  /** n Replace ops whose payloads lie back to back: one read, then expand each into place. */
-  private async readPayloads(ctx: ReadContext, k: number, n: number, dst: Uint8Array, out: number): Promise<void> {
-    const { ops, index } = this.cow;
-    const first = index.order[k];
-    const unit = this.cow.unitSize(first);
-    let allRaw = true;
-    for (let i = 0; i < n && allRaw; i++) allRaw = ops.isRaw(index.order[k + i]);
-    if (allRaw) {
-      // Raw payloads at adjacent blocks, stored back to back: read them straight into place.
-      await ctx.readInto(first, index.order[k + n - 1], dst, out);
-      return;
-    }
-    const bytes = await ctx.readData(first, index.order[k + n - 1]);
-    let at = 0;
-    for (let i = 0; i < n; i++) {
-      const op = index.order[k + i];
-      const length = ops.dataLength[op];
-      this.cow.expandPayload(op, bytes.subarray(at, at + length), dst.subarray(out + i * unit, out + (i + 1) * unit));
-      at += length;
-    }
-  }
-
-  /** n Xor ops at consecutive blocks: read each op's source bytes, expand payloads, XOR them in. */
-  private async readXor(ctx: ReadContext, k: number, n: number, dst: Uint8Array, out: number): Promise<void> {
-    const { ops, index } = this.cow;
-    const bs = this.blockSize;
-    let sourceRun = 0;
-    for (let i = 0; i < n; i += sourceRun) {
-      const op = index.order[k + i];
-      sourceRun = 1;
-      while (i + sourceRun < n && ops.source[index.order[k + i + sourceRun]] === ops.source[op] + sourceRun * bs) sourceRun++;
-      await this.readBase(dst, out + i * bs, sourceRun * bs, ops.source[op]);
-    }
-    const bytes = await ctx.readData(index.order[k], index.order[k + n - 1]);
-    const aligned = ((dst.byteOffset + out) & 3) === 0 && (bs & 3) === 0;
-    const words = aligned ? new Int32Array(dst.buffer, dst.byteOffset + out, (n * bs) >> 2) : undefined;
-    let at = 0;
-    for (let i = 0; i < n; i++) {
-      const op = index.order[k + i];
-      const length = ops.dataLength[op];
-      this.cow.expandPayload(op, bytes.subarray(at, at + length), ctx.block);
-      if (words) xorWords(words, i * (bs >> 2), ctx.blockWords);
-      else xorBytes(dst, out + i * bs, ctx.block);
-      at += length;
-    }
   }
 
   async close(): Promise<void> {
@@ -199,37 +148,49 @@ export class SnapshotReader {
 
 /** Per-call scratch, pooled so concurrent reads never share buffers and steady state allocates nothing. */
 class ReadContext {
-  payload: Buffer;
   readonly block: Buffer;
   readonly blockWords: Int32Array;
+  private window: Buffer;
+  private windowStart = 0;
+  private windowEnd = 0;
   private unit: Buffer;
   private unitOp = -1;
 
   constructor(private readonly cow: CowReader) {
     const maxUnit = Math.max(cow.header.maxCompressionSize, cow.blockSize);
-    this.payload = Buffer.allocUnsafe(Math.max(MAX_BATCH_BYTES, maxUnit, 65536));
+    this.window = Buffer.allocUnsafe(Math.max(MAX_BATCH_BYTES, maxUnit, 65536));
     // Its own ArrayBuffer, so the Int32Array view over it is aligned.
     this.block = Buffer.from(new ArrayBuffer(cow.blockSize));
     this.blockWords = new Int32Array(this.block.buffer, 0, cow.blockSize >> 2);
     this.unit = Buffer.allocUnsafe(maxUnit);
   }
 
-  /** The payloads of ops first..last, which lie back to back in the file, in one read. */
-  async readData(first: number, last: number): Promise<Buffer> {
-    const length = this.span(first, last);
-    if (length > this.payload.length) this.payload = Buffer.allocUnsafe(length);
-    await this.readInto(first, last, this.payload, 0);
-    return this.payload.subarray(0, length);
+  beginCall(): void {
+    this.windowStart = this.windowEnd = 0;
   }
 
-  async readInto(first: number, last: number, dst: Uint8Array, at: number): Promise<void> {
-    const start = this.cow.ops.dataOffset[first];
-    await readExactly(this.cow.file, dst, at, this.span(first, last), start, 'op data', first);
-  }
-
-  private span(first: number, last: number): number {
-    const ops = this.cow.ops;
-    return ops.dataOffset[last] + ops.dataLength[last] - ops.dataOffset[first];
+  /**
+   * Op's payload bytes. Payloads of the ops that follow it in block order usually lie right after
+   * it in the data area, so one read fetches as many of them as fit in the window.
+   */
+  async payloadOf(op: number, k: number, kEnd: number): Promise<Buffer> {
+    const { ops, index } = this.cow;
+    const start = ops.dataOffset[op];
+    const length = ops.dataLength[op];
+    if (start < this.windowStart || start + length > this.windowEnd) {
+      let end = start + length;
+      for (let j = k + 1; j < kEnd; j++) {
+        const next = index.order[j];
+        if (ops.dataLength[next] === 0) continue;
+        if (ops.dataOffset[next] !== end || end + ops.dataLength[next] - start > this.window.length) break;
+        end += ops.dataLength[next];
+      }
+      if (end - start > this.window.length) this.window = Buffer.allocUnsafe(end - start);
+      await readExactly(this.cow.file, this.window, 0, end - start, start, 'op data', op);
+      this.windowStart = start;
+      this.windowEnd = end;
+    }
+    return this.window.subarray(start - this.windowStart, start - this.windowStart + length);
   }
 
   /** The whole expanded unit of a multi-block op; the last one is kept for reads that walk through it. */
@@ -237,17 +198,20 @@ class ReadContext {
     if (this.unitOp !== op) {
       this.unitOp = -1;
       const unit = this.unit.subarray(0, this.cow.unitSize(op));
-      await this.cow.readPayload(op, unit, this.payload);
+      await this.cow.readPayload(op, unit, this.window);
+      this.windowStart = this.windowEnd = 0; // readPayload used the window as scratch
       this.unitOp = op;
     }
     return this.unit.subarray(0, this.cow.unitSize(op));
   }
 }
 
-function xorWords(dst: Int32Array, at: number, data: Int32Array): void {
-  for (let i = 0; i < data.length; i++) dst[at + i] ^= data[i];
-}
-
-function xorBytes(dst: Uint8Array, at: number, data: Uint8Array): void {
+/** XORs one block into dst, a 32-bit word at a time when dst is aligned. */
+function xorInto(dst: Uint8Array, at: number, data: Buffer, words: Int32Array): void {
+  if (((dst.byteOffset + at) & 3) === 0 && (data.length & 3) === 0) {
+    const target = new Int32Array(dst.buffer, dst.byteOffset + at, data.length >> 2);
+    for (let i = 0; i < words.length; i++) target[i] ^= words[i];
+    return;
+  }
   for (let i = 0; i < data.length; i++) dst[at + i] ^= data[i];
 }

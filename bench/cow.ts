@@ -1,0 +1,215 @@
+/**
+ * COW benchmark: create/apply against the bare codec, the snapshot reader against reading NEW.img,
+ * and the index for 1 million ops. Every ratio compares two figures measured in this run.
+ *
+ *   npm run bench:cow -- [--size-mib 256] [--codecs none,gz,brotli:5,lz4,zstd] [--factor 4096] [--index-ops 1000000]
+ *
+ * brotli runs at quality 5 by default: Android's default (11) takes minutes on these images.
+ */
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { applyCow, CowReader, createCodec, createCow, CowWriter, openFile, parseCompression, SnapshotReader } from '../src/cow';
+
+const BS = 4096;
+
+interface Args {
+  sizeMib: number;
+  codecs: string[];
+  factor: number;
+  indexOps: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { sizeMib: 256, codecs: ['none', 'gz', 'brotli,5', 'lz4', 'zstd'], factor: 4096, indexOps: 1_000_000 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i], argv[i + 1]];
+    if (flag === '--size-mib') args.sizeMib = Number(value);
+    else if (flag === '--codecs') args.codecs = value.split(',').map((c) => c.replace(':', ','));
+    else if (flag === '--factor') args.factor = Number(value);
+    else if (flag === '--index-ops') args.indexOps = Number(value);
+    else throw new Error(`unknown flag ${flag}`);
+  }
+  return args;
+}
+
+/** xorshift32 stream, so the images are the same on every run. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+}
+
+/** Compressible material: words from a small vocabulary with numbers mixed in (roughly 3:1 with zstd). */
+function textPool(bytes: number, seed: number): Buffer {
+  const next = rng(seed);
+  const words = ['system ', 'vendor ', 'lib64 ', 'android.', 'update ', 'block ', '0x', 'merge\n', 'snapshot ', '/data '];
+  const out = Buffer.alloc(bytes);
+  let at = 0;
+  while (at < bytes) {
+    const r = next();
+    const word = r % 3 === 0 ? `${r % 100000} ` : words[r % words.length];
+    at += out.write(word, at, 'latin1');
+  }
+  return out;
+}
+
+/** OLD and NEW: NEW has 30% of its blocks changed (24% new content, 3% moved from elsewhere, 3% zeroed). */
+async function makeImages(dir: string, sizeMib: number): Promise<{ oldPath: string; newPath: string }> {
+  const blocks = (sizeMib * 1024 * 1024) / BS;
+  const pool = textPool(8 * 1024 * 1024, 7);
+  const next = rng(11);
+  const slice = (): Buffer => {
+    const at = next() % (pool.length - BS);
+    return pool.subarray(at, at + BS);
+  };
+  const oldImage = Buffer.allocUnsafe(blocks * BS);
+  for (let b = 0; b < blocks; b++) slice().copy(oldImage, b * BS);
+  const newImage = Buffer.from(oldImage);
+  for (let b = 0; b < blocks; b++) {
+    const roll = next() % 100;
+    if (roll < 24) slice().copy(newImage, b * BS);
+    else if (roll < 27) {
+      const from = next() % blocks;
+      oldImage.copy(newImage, b * BS, from * BS, (from + 1) * BS);
+    }
+    else if (roll < 30) newImage.fill(0, b * BS, (b + 1) * BS);
+  }
+  const oldPath = path.join(dir, 'old.img');
+  const newPath = path.join(dir, 'new.img');
+  await fs.writeFile(oldPath, oldImage);
+  await fs.writeFile(newPath, newImage);
+  return { oldPath, newPath };
+}
+
+async function time<T>(work: () => Promise<T> | T): Promise<{ seconds: number; value: T }> {
+  const start = process.hrtime.bigint();
+  const value = await work();
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, value };
+}
+
+/** The units of NEW that become Replace ops, as the COW stores them (read back from the COW itself). */
+async function replaceUnits(cowPath: string, newPath: string): Promise<Buffer[]> {
+  const cow = await CowReader.open(cowPath);
+  const target = await fs.readFile(newPath);
+  const units: Buffer[] = [];
+  for (let op = 0; op < cow.ops.count; op++) {
+    if (cow.ops.type(op) !== 2) continue;
+    const start = cow.ops.newBlock[op] * BS;
+    units.push(target.subarray(start, start + cow.unitSize(op)));
+  }
+  await cow.close();
+  return units;
+}
+
+const mib = (bytes: number, seconds: number): string => `${(bytes / 1048576 / seconds).toFixed(0)} MiB/s`;
+
+async function benchCodec(dir: string, oldPath: string, newPath: string, compression: string, factor: number, imageBytes: number): Promise<void> {
+  const cowPath = path.join(dir, 'bench.cow');
+  const outPath = path.join(dir, 'out.img');
+  const create = await time(() => createCow(oldPath, newPath, cowPath, { compression, compressionFactor: factor }));
+  const units = await replaceUnits(cowPath, newPath);
+  const spec = parseCompression(compression);
+  const codec = createCodec(spec.algorithm, spec.level, factor);
+  const packed: Buffer[] = [];
+  const bare = await time(() => {
+    for (const unit of units) packed.push(Buffer.from(codec.compress(unit)));
+  });
+  const bareBytes = units.reduce((sum, u) => sum + u.length, 0);
+  const unpackInto = Buffer.allocUnsafe(factor);
+  const bareDecode = await time(() => {
+    for (let i = 0; i < units.length; i++) {
+      const out = unpackInto.subarray(0, units[i].length);
+      if (packed[i].length >= units[i].length) out.set(packed[i]);
+      else codec.decompressInto(packed[i], out);
+    }
+  });
+  const apply = await time(() => applyCow(cowPath, oldPath, outPath));
+  const cowBytes = (await fs.stat(cowPath)).size;
+  console.log(
+    `${compression.padEnd(9)} cow ${(cowBytes / 1048576).toFixed(1).padStart(6)} MiB (${create.value.ops.replace} replace ops, ${(bareBytes / 1048576).toFixed(0)} MiB of replace data)\n` +
+      `          create ${create.seconds.toFixed(2)} s (${mib(imageBytes, create.seconds)} of image) vs bare compress ${bare.seconds.toFixed(2)} s: ${(create.seconds / bare.seconds).toFixed(2)}x\n` +
+      `          apply  ${apply.seconds.toFixed(2)} s (${mib(imageBytes, apply.seconds)} of image) vs bare decompress ${bareDecode.seconds.toFixed(2)} s: ${(apply.seconds / bareDecode.seconds).toFixed(2)}x`,
+  );
+  await fs.rm(outPath, { force: true });
+}
+
+async function benchSnapshotReader(dir: string, oldPath: string, newPath: string, imageBytes: number): Promise<void> {
+  const cowPath = path.join(dir, 'reader.cow');
+  await createCow(oldPath, newPath, cowPath, { compression: 'zstd' });
+  const chunk = Buffer.allocUnsafe(256 * BS);
+  const direct = await time(async () => {
+    const file = await openFile(newPath, 'r');
+    for (let at = 0; at < imageBytes; at += chunk.length) await file.read(chunk, 0, chunk.length, at);
+    await file.close();
+  });
+  const snapshot = await SnapshotReader.open(cowPath, oldPath);
+  const viaCow = await time(async () => {
+    for (let b = 0; b < snapshot.blockCount; b += 256) await snapshot.readBlocks(b, Math.min(256, snapshot.blockCount - b), chunk);
+  });
+  const single = await time(async () => {
+    const one = chunk.subarray(0, BS);
+    for (let b = 0; b < snapshot.blockCount; b++) await snapshot.readBlocks(b, 1, one);
+  });
+  await snapshot.close();
+  console.log(
+    `snapshot reader (zstd COW), sequential 1 MiB reads: ${mib(imageBytes, viaCow.seconds)} vs NEW.img directly ${mib(imageBytes, direct.seconds)}: ${(viaCow.seconds / direct.seconds).toFixed(2)}x the time\n` +
+      `snapshot reader, sequential 4 KiB reads: ${mib(imageBytes, single.seconds)}`,
+  );
+}
+
+async function benchIndex(dir: string, opCount: number): Promise<void> {
+  const cowPath = path.join(dir, 'index.cow');
+  // Mostly zero and copy ops in shuffled block order, so the index really has to sort.
+  const writer = await CowWriter.create(cowPath, { opCountMax: opCount, maxBlocks: opCount * 2 });
+  const next = rng(5);
+  const order = new Uint32Array(opCount);
+  for (let i = 0; i < opCount; i++) order[i] = i * 2;
+  for (let i = opCount - 1; i > 0; i--) {
+    const j = next() % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  for (let i = 0; i < opCount; i++) {
+    if (i % 2) await writer.addZeroBlocks(order[i], 1);
+    else await writer.addCopy(order[i], i);
+  }
+  await writer.finalize();
+  await writer.close();
+  const baseline = await time(() => fs.readFile(cowPath));
+  const load = await time(() => CowReader.open(cowPath));
+  const cow = load.value;
+  const lookups = await time(() => {
+    let found = 0;
+    for (let i = 0; i < opCount; i++) if (cow.index.lookup(order[i]) >= 0) found++;
+    return found;
+  });
+  console.log(
+    `index: ${opCount} ops load in ${(load.seconds * 1000).toFixed(0)} ms (reading the file alone: ${(baseline.seconds * 1000).toFixed(0)} ms, ${(load.seconds / baseline.seconds).toFixed(1)}x), ` +
+      `${cow.bytesPerOp().toFixed(1)} bytes per op, ${(lookups.seconds * 1e9 / opCount).toFixed(0)} ns per lookup (${lookups.value} found)`,
+  );
+  await cow.close();
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-bench-cow-'));
+  try {
+    const imageBytes = args.sizeMib * 1024 * 1024;
+    console.log(`cow benchmark: ${args.sizeMib} MiB images, 30% of blocks changed, compression factor ${args.factor}`);
+    const { oldPath, newPath } = await makeImages(dir, args.sizeMib);
+    for (const codec of args.codecs) await benchCodec(dir, oldPath, newPath, codec, args.factor, imageBytes);
+    await benchSnapshotReader(dir, oldPath, newPath, imageBytes);
+    await benchIndex(dir, args.indexOps);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
