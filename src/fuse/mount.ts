@@ -4,7 +4,7 @@ import { runCommand } from './command';
 
 /** Mounting, finding and tearing down FUSE mounts with util-linux tools (Node has no mount syscall). */
 
-const FUSECTL_DIR = '/sys/fs/fuse/connections';
+export const FUSECTL_DIR = '/sys/fs/fuse/connections';
 
 export interface MountRequest {
   fd: number;

@@ -5,7 +5,7 @@ import { nullLogger, Logger } from '../util/log';
 import { outHeader } from './codec/structs';
 import { Dispatcher, Reply } from './dispatch';
 import { BlockFileSystem } from './filesystem';
-import { abortConnection, fuseMountsAt, mountDevFuse, unmount } from './mount';
+import { abortConnection, ensureFusectl, FUSECTL_DIR, fuseMountsAt, mountDevFuse, unmount } from './mount';
 import { FUSE_MAX_IO, FUSE_MIN_READ_BUFFER, OUT_HEADER_SIZE, PAGE_SIZE } from './protocol';
 import { ReaderPool } from './reader';
 import type { FuseMountOptions, FuseSession } from './types';
@@ -29,6 +29,8 @@ export async function mountBlockFiles(options: FuseMountOptions): Promise<FuseSe
   }
   const mountpoint = await fsp.realpath(options.mountpoint);
   const logger = options.logger ?? nullLogger;
+  // Mounted up front so that an abort is always possible, even synchronously while exiting.
+  await ensureFusectl();
   const fd = await openFd('/dev/fuse', fs.constants.O_RDWR);
   let connection: number;
   try {
@@ -58,6 +60,10 @@ class Session implements FuseSession {
   private unmounting?: Promise<void>;
   private readers?: ReaderPool;
 
+  private readonly abortOnExit = (): void => {
+    if (this.fdOpen) abortSync(this.connection);
+  };
+
   constructor(
     private readonly fd: number,
     readonly mountpoint: string,
@@ -69,6 +75,7 @@ class Session implements FuseSession {
   }
 
   start(bufferSize: number): void {
+    process.once('exit', this.abortOnExit);
     this.readers = new ReaderPool(this.fd, bufferSize, READER_COUNT, {
       onRequest: (request) => this.serve(request),
       onReaderEnd: (code, message) => {
@@ -117,7 +124,13 @@ class Session implements FuseSession {
   }
 
   private async tearDown(): Promise<void> {
-    if (!this.fdOpen) return;
+    if (!this.fdOpen) {
+      // The connection ended without us (aborted from outside): only the dead entry is left to remove.
+      if ((await fuseMountsAt(this.mountpoint)).some((m) => m.minor === this.connection)) {
+        await unmount(this.mountpoint, { lazy: true, timeoutMs: UMOUNT_TIMEOUT_MS });
+      }
+      return;
+    }
     const clean = await unmount(this.mountpoint, { lazy: false, timeoutMs: UMOUNT_TIMEOUT_MS });
     if (!clean.ok) {
       this.logger.warn('FUSE umount failed, detaching lazily and aborting', { mountpoint: this.mountpoint, reason: clean.reason });
@@ -144,9 +157,25 @@ class Session implements FuseSession {
   private async finish(): Promise<void> {
     if (!this.fdOpen) return;
     this.fdOpen = false;
+    process.removeListener('exit', this.abortOnExit);
     await closeFd(this.fd).catch((err) => this.logger.warn('closing /dev/fuse failed', { error: String(err) }));
     this.logger.info('FUSE session ended', { mountpoint: this.mountpoint, connection: this.connection, unanswered: this.inFlight });
     this.resolveClosed();
+  }
+}
+
+/**
+ * A process that exits while still serving would never finish exiting: Node joins the reader
+ * threads, and they sit in read() until the connection ends. Aborting the connection in the exit
+ * hook ends it, leaving the mount dead (ENOTCONN) exactly as if the process had been killed. The
+ * write is synchronous because exit hooks cannot wait; it goes to fusectl, not to the mount, so it
+ * cannot block on this process.
+ */
+function abortSync(connection: number): void {
+  try {
+    fs.writeFileSync(`${FUSECTL_DIR}/${connection}/abort`, '1');
+  } catch {
+    // Already gone, or fusectl unavailable: nothing more can be done while exiting.
   }
 }
 

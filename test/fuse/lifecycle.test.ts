@@ -72,6 +72,16 @@ describe('FUSE session lifetime', () => {
     expect(await isMounted(mnt)).toBe(false);
   });
 
+  it('lets a serving process exit without unmounting: the mount is left dead, not hung', async () => {
+    const { server, mnt, data } = await serve('exited');
+    // Served once, so the reader threads are surely blocked in read() when the process exits.
+    expect((await sh(`cmp ${mnt}/data ${data.file.backing}`)).code).toBe(0);
+    server.child.stdin!.write('exit\n');
+    expect(await within(server.exited, 10_000, 'hung')).toBe(3);
+    expect((await sh(`stat ${mnt}/data`)).stderr).toMatch(/Transport endpoint is not connected/);
+    expect(await forceUnmount(mnt)).toBe(1);
+  });
+
   it('ends the session by itself when the connection is aborted from outside', async () => {
     const { server, mnt } = await serve('aborted');
     const reader = await readerStuckOnSlow(server, mnt);

@@ -6,7 +6,8 @@
  *   stdout   one JSON line per event: {"event":"ready","connection":N}, {"event":"flush","file":..},
  *            {"event":"discard","file":..,"offset":..,"length":..}, {"event":"slow-read",..} when a
  *            delayed read starts, {"event":"closed"} when the session has ended
- *   stdin    "unmount\n" unmounts cleanly and exits; SIGTERM does the same.
+ *   stdin    "unmount\n" unmounts cleanly and exits; SIGTERM does the same. "exit\n" exits (3) at
+ *            once while still serving.
  */
 import { promises as fsp } from 'fs';
 import { BlockFile, BlockFileProvider, FuseErrnoError, mountBlockFiles } from '../../../src/fuse';
@@ -86,6 +87,7 @@ async function main(): Promise<void> {
   process.stdin.setEncoding('utf8');
   process.stdin.on('data', (chunk: string) => {
     if (chunk.includes('unmount')) stop();
+    if (chunk.includes('exit')) process.exit(3);
   });
   await session.closed;
   emit({ event: 'closed' });
