@@ -122,6 +122,21 @@ describe('FUSE block files on a real mount', () => {
     expect((await slowRead).code).toBe(0);
   });
 
+  it('has many provider calls in flight at once', async () => {
+    const before = server.count('slow-read');
+    const done: boolean[] = [];
+    const readers = [0, 1, 2, 3].map((i) => 
+      sh(`dd if=${mnt}/slow of=/dev/null bs=4096 count=1 iflag=direct status=none`).then((result) => {
+        done[i] = true;
+        return result;
+      }),
+    );
+    // Served one at a time, the fourth call could only start after the first three had finished.
+    await server.waitFor(() => server.count('slow-read') >= before + 4, SLOW_MS * 6);
+    expect(done.filter(Boolean)).toEqual([]);
+    expect((await Promise.all(readers)).map((r) => r.code)).toEqual([0, 0, 0, 0]);
+  });
+
   it('does not hang a reader interrupted by a signal: it returns once the reply comes', async () => {
     const before = server.count('slow-read');
     const reader = spawn('dd', [`if=${mnt}/slow`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { stdio: 'ignore' });
