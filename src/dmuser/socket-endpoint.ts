@@ -1,0 +1,120 @@
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { VabError, errnoCode } from '../util/errors';
+
+/**
+ * The kernel's side of the socket transport: a unix socket per target at `<run>/dm-user/<name>`,
+ * standing in for the misc device `/dev/dm-user/<name>`. Each accepted connection is one `open()`,
+ * that is one channel. Bytes are the dm-user wire format unchanged in both directions; there is no
+ * extra framing, so a read or write boundary carries no meaning on this transport.
+ */
+export function miscEndpointPath(runDir: string, name: string): string {
+  return path.join(runDir, 'dm-user', name);
+}
+
+/** What the kernel can do with one open of the endpoint. */
+export interface MiscConnection {
+  /** Queues bytes for the daemon, in order (one or more whole messages). */
+  send(chunks: readonly Buffer[]): void;
+  /**
+   * No message will follow (the target is gone): the daemon's reads see end of file, its ENOTBLK.
+   * Answers to what it holds are still accepted until it closes.
+   */
+  endOfMessages(): void;
+  /** Drops the connection at once; pending output is discarded. */
+  destroy(): void;
+}
+
+/** The kernel's callbacks for one connection. */
+export interface MiscConnectionEvents {
+  /** Bytes the daemon wrote: answers, possibly cut anywhere. */
+  data(chunk: Buffer): void;
+  /** The daemon closed its end (or died); called once, and nothing follows it. */
+  closed(): void;
+}
+
+export interface MiscEndpoint {
+  readonly path: string;
+  /** Stops accepting opens and removes the socket file; open connections stay as they are. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on `file` (replacing a stale socket left by a dead kernel) and calls `open` for each
+ * connection. The caller owns the directory and must make sure no live kernel uses the path.
+ */
+export async function listenMiscEndpoint(file: string, open: (connection: MiscConnection) => MiscConnectionEvents): Promise<MiscEndpoint> {
+  await removeStaleSocket(file);
+  const server = net.createServer({ allowHalfOpen: false }, (socket) => accept(socket, open));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(file, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    path: file,
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await fs.rm(file, { force: true });
+      })();
+      return closing;
+    },
+  };
+}
+
+function accept(socket: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents): void {
+  let ended = false;
+  const connection: MiscConnection = {
+    send(chunks) {
+      if (ended || socket.destroyed) return;
+      if (chunks.length === 1) {
+        socket.write(chunks[0]);
+        return;
+      }
+      socket.cork();
+      for (const chunk of chunks) socket.write(chunk);
+      socket.uncork();
+    },
+    endOfMessages() {
+      if (ended) return;
+      ended = true;
+      socket.end();
+    },
+    destroy() {
+      socket.destroy();
+    },
+  };
+  const events = open(connection);
+  let closed = false;
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    events.closed();
+  };
+  socket.on('data', (chunk: Buffer) => {
+    if (!closed) events.data(chunk);
+  });
+  // The daemon's FIN means its fd is gone for writing answers: the channel is released.
+  socket.on('end', close);
+  socket.on('close', close);
+  socket.on('error', () => undefined);
+}
+
+async function removeStaleSocket(file: string): Promise<void> {
+  let stat;
+  try {
+    stat = await fs.lstat(file);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  if (!stat.isSocket()) {
+    throw new VabError('EEXIST', `${file} exists and is not a socket; refusing to replace it`, { file });
+  }
+  await fs.rm(file, { force: true });
+}

@@ -1,0 +1,78 @@
+import type { DmUserHeader } from '../dmuser/codec';
+import { DmUserRequest } from '../dmuser/constants';
+import { FuseErrnoError } from '../fuse/types';
+import type { Deadline } from './deadline';
+
+export const EIO = 5;
+export const EINVAL = 22;
+
+export function ioError(reason: string): FuseErrnoError {
+  return new FuseErrnoError(EIO, `I/O error: ${reason}`);
+}
+
+/**
+ * One bio's worth of IO on its way through a target: queued, then held by a channel, then settled
+ * exactly once (answered, failed, or timed out). A held message may outlive its settlement: when
+ * it times out, the channel keeps it so a late answer is still parsed, and then dropped.
+ */
+export class KernelMessage {
+  readonly header: Readonly<DmUserHeader>;
+  /** WRITE payload; empty otherwise. */
+  readonly data: Buffer;
+  readonly promise: Promise<Buffer>;
+  settled = false;
+  /** The no-daemon timer (the seed patch's per-message delayed work). */
+  noDaemonTimer: Deadline | undefined;
+  /** The io_timeout_ms bound from submission. */
+  deadline: Deadline | undefined;
+  private resolveWith!: (data: Buffer) => void;
+  private rejectWith!: (err: Error) => void;
+
+  constructor(header: DmUserHeader, data: Buffer) {
+    this.header = header;
+    this.data = data;
+    this.promise = new Promise<Buffer>((resolve, reject) => {
+      this.resolveWith = resolve;
+      this.rejectWith = reject;
+    });
+  }
+
+  get seq(): number {
+    return this.header.seq;
+  }
+
+  get isRead(): boolean {
+    return this.header.type === DmUserRequest.Read;
+  }
+
+  /** Bytes a successful answer must carry after its header. */
+  get answerPayloadLength(): number {
+    return this.isRead ? this.header.len : 0;
+  }
+
+  cancelNoDaemonTimer(): void {
+    this.noDaemonTimer?.cancel();
+    this.noDaemonTimer = undefined;
+  }
+
+  succeed(data: Buffer): void {
+    if (this.settle()) this.resolveWith(data);
+  }
+
+  fail(err: Error): void {
+    if (this.settle()) this.rejectWith(err);
+  }
+
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    this.cancelNoDaemonTimer();
+    this.deadline?.cancel();
+    this.deadline = undefined;
+    return true;
+  }
+}
+
+export function describeRequest(type: number): string {
+  return DmUserRequest[type] ?? `type ${type}`;
+}
