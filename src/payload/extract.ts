@@ -5,7 +5,7 @@ import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { ImageFileReader, ImageFileWriter } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
-import { applyOperation } from './operations';
+import { PreparedOperation, commitOperation, prepareOperation } from './operations';
 import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
 import { PayloadFile } from './payload-file';
 import { requireValidSignatures } from './verify';
@@ -122,19 +122,31 @@ async function extractPartition(payload: PayloadFile, partition: PartitionUpdate
   return { partition: name, file: finalPath, size: info.size! };
 }
 
+/** Operations prepared ahead of the one being written: enough to keep the decoders busy. */
+const PREPARE_AHEAD = 4;
+
 /**
- * Runs a partition's operations in order against any writer. The next op's blob is read while
- * the current one runs, so file reads overlap decompression.
+ * Runs a partition's operations against any writer. Up to PREPARE_AHEAD ops are read, checked
+ * and decompressed at once (decoders run off the main thread); their results reach the writer
+ * strictly in op order. The first failure stops the partition; ops prepared after it are
+ * discarded unwritten.
  */
 export async function applyPartition(payload: PayloadFile, partition: PartitionUpdate, writer: PartitionWriter, source?: SourceReader, onProgress?: (bytes: number) => void): Promise<void> {
   const ops = partition.operations;
-  let nextBlob = ops.length > 0 ? payload.readBlob(ops[0]) : undefined;
-  for (let index = 0; index < ops.length; index++) {
+  const prepare = (index: number) => {
     const op = ops[index];
-    const blob = await nextBlob;
-    nextBlob = index + 1 < ops.length ? payload.readBlob(ops[index + 1]) : undefined;
-    nextBlob?.catch(() => undefined); // surfaced when awaited; do not report it as unhandled meanwhile
-    await applyOperation({ partition: partition.partition_name, index, op, blob, writer, source, file: payload.file, blobOffset: payload.blobOffset(op) });
-    onProgress?.(totalBlocks(op.dst_extents) * writer.blockSize);
+    const work = payload.readBlob(op).then((blob) =>
+      prepareOperation({ partition: partition.partition_name, index, op, blob, source, blockSize: writer.blockSize, file: payload.file, blobOffset: payload.blobOffset(op) }),
+    );
+    work.catch(() => undefined); // reported when awaited in order; not an unhandled rejection meanwhile
+    return work;
+  };
+  const ahead: Array<Promise<PreparedOperation>> = [];
+  for (let next = 0; next < Math.min(PREPARE_AHEAD, ops.length); next++) ahead.push(prepare(next));
+  for (let index = 0; index < ops.length; index++) {
+    const prepared = await ahead.shift()!;
+    if (index + PREPARE_AHEAD < ops.length) ahead.push(prepare(index + PREPARE_AHEAD));
+    await commitOperation(writer, prepared);
+    onProgress?.(totalBlocks(ops[index].dst_extents) * writer.blockSize);
   }
 }

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { VabError, VabErrorCode } from '../util/errors';
 import { bspatch } from './bsdiff-format';
-import { Compression, decompress } from './codecs';
-import { InstallOperation, OpType, opTypeName } from './manifest';
-import { PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
+import { Compression } from './codecs';
+import { dataHashMismatch, verifyAndDecompress } from './codec-pool';
+import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
+import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
 /** Everything an operation needs; `blob` is its data, already read from the payload. */
 export interface OperationContext {
@@ -48,64 +49,98 @@ export function unsupportedOpError(partition: string, index: number, op: Install
   return new VabError('EUNSUPPORTED', `unsupported operation ${opTypeName(op.type)} in partition ${partition}, op ${index}`, { file });
 }
 
+/**
+ * What an operation does to the partition, computed but not yet written. Preparing is the
+ * expensive part (hash checks, decompression, patching, source reads) and may run for several
+ * ops at once; committing hands the result to the writer, strictly in op order.
+ */
+export type PreparedOperation =
+  | { kind: 'write'; extents: Extent[]; data: Buffer }
+  | { kind: 'zero'; extents: Extent[] }
+  | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
+
+export type PrepareContext = Omit<OperationContext, 'writer'> & { blockSize: number };
+
 /** Checks the op's hashes, runs it and sends its output to the writer. */
 export async function applyOperation(ctx: OperationContext): Promise<void> {
-  const { op, writer } = ctx;
+  await commitOperation(ctx.writer, await prepareOperation({ ...ctx, blockSize: ctx.writer.blockSize }));
+}
+
+export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOperation> {
+  const { op, blockSize } = ctx;
   if (!SUPPORTED_OPS.has(op.type)) throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
+  const dstBytes = totalBlocks(op.dst_extents) * blockSize;
+  const codec = REPLACE_CODEC[op.type];
+  if (codec) {
+    // The decoder checks the data hash itself, so both can happen off the main thread.
+    const data = await guarded(ctx, () => verifyAndDecompress(codec, requireBlob(ctx), dstBytes, expectedDataHash(op)));
+    return { kind: 'write', extents: op.dst_extents, data };
+  }
   const blob = checkedBlob(ctx);
-  const dstBytes = totalBlocks(op.dst_extents) * writer.blockSize;
   switch (op.type) {
     case OpType.REPLACE:
-      return writeExtents(writer, op.dst_extents, padReplace(ctx, blob, dstBytes));
-    case OpType.REPLACE_BZ:
-    case OpType.REPLACE_XZ:
-    case OpType.REPLACE_ZSTD: {
-      const data = await guarded(ctx, () => decompress(REPLACE_CODEC[op.type]!, blob, dstBytes));
-      return writeExtents(writer, op.dst_extents, data);
-    }
+      return { kind: 'write', extents: op.dst_extents, data: padReplace(ctx, blob, dstBytes) };
     case OpType.ZERO:
     case OpType.DISCARD:
-      for (const extent of op.dst_extents) await writer.zero(extent.start_block, extent.num_blocks);
-      return;
-    case OpType.SOURCE_COPY: {
-      const source = await checkedSource(ctx);
-      let at = 0;
-      for (const run of pairRuns(op.src_extents, op.dst_extents)) {
-        const length = run.blocks * writer.blockSize;
-        await writer.copy(run.src, run.dst, run.blocks, source.subarray(at, at + length));
-        at += length;
-      }
-      return;
-    }
+      return { kind: 'zero', extents: op.dst_extents };
+    case OpType.SOURCE_COPY:
+      return { kind: 'copy', runs: pairRuns(op.src_extents, op.dst_extents), data: await checkedSource(ctx) };
     case OpType.SOURCE_BSDIFF:
     case OpType.BROTLI_BSDIFF: {
       const source = await checkedSource(ctx);
       // Both op types carry either container; the patch's magic decides, as in update_engine.
       const data = await guarded(ctx, () => bspatch(source, blob));
       if (data.length !== dstBytes) throw opError(ctx, 'ECORRUPT', `patch produces ${data.length} bytes, the destination holds ${dstBytes}`);
-      return writeExtents(writer, op.dst_extents, data);
+      return { kind: 'write', extents: op.dst_extents, data };
+    }
+  }
+  throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
+}
+
+export async function commitOperation(writer: PartitionWriter, prepared: PreparedOperation): Promise<void> {
+  switch (prepared.kind) {
+    case 'write':
+      return writeExtents(writer, prepared.extents, prepared.data);
+    case 'zero':
+      for (const extent of prepared.extents) await writer.zero(extent.start_block, extent.num_blocks);
+      return;
+    case 'copy': {
+      let at = 0;
+      for (const run of prepared.runs) {
+        const length = run.blocks * writer.blockSize;
+        await writer.copy(run.src, run.dst, run.blocks, prepared.data.subarray(at, at + length));
+        at += length;
+      }
     }
   }
 }
 
-function checkedBlob(ctx: OperationContext): Buffer {
-  const { op, blob } = ctx;
+function requireBlob(ctx: PrepareContext): Buffer {
+  if (!ctx.blob) throw opError(ctx, 'ECORRUPT', 'the operation has no data');
+  return ctx.blob;
+}
+
+function expectedDataHash(op: InstallOperation): Buffer | undefined {
+  return op.data_sha256_hash && op.data_sha256_hash.length > 0 ? op.data_sha256_hash : undefined;
+}
+
+function checkedBlob(ctx: PrepareContext): Buffer {
+  const { op } = ctx;
   const needsData = op.type !== OpType.ZERO && op.type !== OpType.DISCARD && op.type !== OpType.SOURCE_COPY;
   if (!needsData) return Buffer.alloc(0);
-  if (!blob) throw opError(ctx, 'ECORRUPT', 'the operation has no data');
-  if (op.data_sha256_hash && op.data_sha256_hash.length > 0) {
+  const blob = requireBlob(ctx);
+  const expected = expectedDataHash(op);
+  if (expected) {
     const actual = createHash('sha256').update(blob).digest();
-    if (!actual.equals(op.data_sha256_hash)) {
-      throw opError(ctx, 'EHASH', `data hash mismatch: blob hashes to ${actual.toString('hex')}, manifest says ${op.data_sha256_hash.toString('hex')}`);
-    }
+    if (!actual.equals(expected)) throw opError(ctx, 'EHASH', dataHashMismatch(actual, expected).message);
   }
   return blob;
 }
 
-async function checkedSource(ctx: OperationContext): Promise<Buffer> {
-  const { op, source, writer } = ctx;
+async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
+  const { op, source, blockSize } = ctx;
   if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
-  const data = await readExtents(source, op.src_extents, writer.blockSize);
+  const data = await readExtents(source, op.src_extents, blockSize);
   if (op.src_sha256_hash && op.src_sha256_hash.length > 0) {
     const actual = createHash('sha256').update(data).digest();
     if (!actual.equals(op.src_sha256_hash)) {
@@ -116,9 +151,9 @@ async function checkedSource(ctx: OperationContext): Promise<Buffer> {
 }
 
 /** REPLACE data may stop short inside the last block; the rest of that block is zeros. */
-function padReplace(ctx: OperationContext, blob: Buffer, dstBytes: number): Buffer {
+function padReplace(ctx: PrepareContext, blob: Buffer, dstBytes: number): Buffer {
   if (blob.length === dstBytes) return blob;
-  if (blob.length > dstBytes || dstBytes - blob.length >= ctx.writer.blockSize) {
+  if (blob.length > dstBytes || dstBytes - blob.length >= ctx.blockSize) {
     throw opError(ctx, 'ECORRUPT', `REPLACE data has ${blob.length} bytes for ${dstBytes} bytes of destination`);
   }
   const padded = Buffer.alloc(dstBytes);
@@ -126,7 +161,7 @@ function padReplace(ctx: OperationContext, blob: Buffer, dstBytes: number): Buff
   return padded;
 }
 
-async function guarded<T>(ctx: OperationContext, work: () => Promise<T>): Promise<T> {
+async function guarded<T>(ctx: PrepareContext, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (err) {

@@ -126,7 +126,8 @@ export class PayloadFile {
 }
 
 async function readAt(handle: fs.FileHandle, position: number, length: number, file?: string): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+  // Unpooled: a blob owns its memory, so it can be moved to a decoder thread without a copy.
+  const buffer = Buffer.allocUnsafeSlow(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
