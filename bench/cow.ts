@@ -2,9 +2,20 @@
  * COW benchmark: create/apply against the bare codec, the snapshot reader against reading NEW.img,
  * and the index for 1 million ops. Every ratio compares two figures measured in this run.
  *
- *   npm run bench:cow -- [--size-mib 256] [--codecs none,gz,brotli:5,lz4,zstd] [--factor 4096] [--index-ops 1000000]
+ *   npm run bench:cow -- [--size-mib 256] [--codecs none,gz,brotli:5,lz4,zstd] [--factor 4096] [--index-ops 1000000] [--runs 3]
+ *
+ * Every timed figure is the median of --runs runs (the machine is shared; one run is noise).
  *
  * brotli runs at quality 5 by default: Android's default (11) takes minutes on these images.
+ *
+ * What each figure includes:
+ *   create            createCow end to end: read both images, plan, compress, write, fsync, rename
+ *   bare compress     compressing the same Replace units from memory with the bare codec
+ *   apply             applyCow end to end: open and index the COW, read the base and the payloads,
+ *                     decompress, write the whole new image, fsync, rename
+ *   bare decompress   decompressing those units' payloads from memory into one buffer (no IO)
+ *   IO floor          fs.copyFile of OLD.img + fsync: the least any apply writing an image-sized
+ *                     file durably pays on this filesystem, shown so the apply ratio can be read
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -18,16 +29,18 @@ interface Args {
   codecs: string[];
   factor: number;
   indexOps: number;
+  runs: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { sizeMib: 256, codecs: ['none', 'gz', 'brotli,5', 'lz4', 'zstd'], factor: 4096, indexOps: 1_000_000 };
+  const args: Args = { sizeMib: 256, codecs: ['none', 'gz', 'brotli,5', 'lz4', 'zstd'], factor: 4096, indexOps: 1_000_000, runs: 3 };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (flag === '--size-mib') args.sizeMib = Number(value);
     else if (flag === '--codecs') args.codecs = value.split(',').map((c) => c.replace(':', ','));
     else if (flag === '--factor') args.factor = Number(value);
     else if (flag === '--index-ops') args.indexOps = Number(value);
+    else if (flag === '--runs') runs = Math.max(1, Number(value));
     else throw new Error(`unknown flag ${flag}`);
   }
   return args;
@@ -83,13 +96,31 @@ async function makeImages(dir: string, sizeMib: number): Promise<{ oldPath: stri
   const newPath = path.join(dir, 'new.img');
   await fs.writeFile(oldPath, oldImage);
   await fs.writeFile(newPath, newImage);
+  // Write the images back now, so their writeback does not land in a timed figure.
+  for (const file of [oldPath, newPath]) await syncFile(file);
   return { oldPath, newPath };
 }
 
-async function time<T>(work: () => Promise<T> | T): Promise<{ seconds: number; value: T }> {
-  const start = process.hrtime.bigint();
-  const value = await work();
-  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, value };
+async function syncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  await handle.sync();
+  await handle.close();
+}
+
+let runs = 3;
+
+/** The median of `runs` runs of `work` (and the last run's value); `after` cleans up between runs. */
+async function time<T>(work: () => Promise<T> | T, after?: () => Promise<void>): Promise<{ seconds: number; value: T }> {
+  const times: number[] = [];
+  let value: T | undefined;
+  for (let run = 0; run < runs; run++) {
+    if (run > 0) await after?.();
+    const start = process.hrtime.bigint();
+    value = await work();
+    times.push(Number(process.hrtime.bigint() - start) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  return { seconds: times[times.length >> 1], value: value as T };
 }
 
 /** The units of NEW that become Replace ops, as the COW stores them (read back from the COW itself). */
@@ -111,12 +142,16 @@ const mib = (bytes: number, seconds: number): string => `${(bytes / 1048576 / se
 async function benchCodec(dir: string, oldPath: string, newPath: string, compression: string, factor: number, imageBytes: number): Promise<void> {
   const cowPath = path.join(dir, 'bench.cow');
   const outPath = path.join(dir, 'out.img');
-  const create = await time(() => createCow(oldPath, newPath, cowPath, { compression, compressionFactor: factor }));
+  const create = await time(
+    () => createCow(oldPath, newPath, cowPath, { compression, compressionFactor: factor }),
+    () => fs.rm(cowPath, { force: true }),
+  );
   const units = await replaceUnits(cowPath, newPath);
   const spec = parseCompression(compression);
   const codec = createCodec(spec.algorithm, spec.level, factor);
   const packed: Buffer[] = [];
   const bare = await time(() => {
+    packed.length = 0;
     for (const unit of units) packed.push(Buffer.from(codec.compress(unit)));
   });
   const bareBytes = units.reduce((sum, u) => sum + u.length, 0);
@@ -128,12 +163,20 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
       else codec.decompressInto(packed[i], out);
     }
   });
-  const apply = await time(() => applyCow(cowPath, oldPath, outPath));
+  const removeOut = () => fs.rm(outPath, { force: true });
+  const apply = await time(() => applyCow(cowPath, oldPath, outPath), removeOut);
+  await removeOut();
+  // What any apply must at least do besides decompressing: put an image-sized file on disk durably.
+  const ioFloor = await time(async () => {
+    await fs.copyFile(oldPath, outPath);
+    await syncFile(outPath);
+  }, removeOut);
   const cowBytes = (await fs.stat(cowPath)).size;
   console.log(
     `${compression.padEnd(9)} cow ${(cowBytes / 1048576).toFixed(1).padStart(6)} MiB (${create.value.ops.replace} replace ops, ${(bareBytes / 1048576).toFixed(0)} MiB of replace data)\n` +
       `          create ${create.seconds.toFixed(2)} s (${mib(imageBytes, create.seconds)} of image) vs bare compress ${bare.seconds.toFixed(2)} s: ${(create.seconds / bare.seconds).toFixed(2)}x\n` +
-      `          apply  ${apply.seconds.toFixed(2)} s (${mib(imageBytes, apply.seconds)} of image) vs bare decompress ${bareDecode.seconds.toFixed(2)} s: ${(apply.seconds / bareDecode.seconds).toFixed(2)}x`,
+      `          apply  ${apply.seconds.toFixed(2)} s (${mib(imageBytes, apply.seconds)} of image) vs bare decompress ${bareDecode.seconds.toFixed(2)} s: ${(apply.seconds / bareDecode.seconds).toFixed(2)}x` +
+      ` (IO floor, copyFile OLD + fsync: ${ioFloor.seconds.toFixed(2)} s; apply vs bare decompress + IO floor: ${(apply.seconds / (bareDecode.seconds + ioFloor.seconds)).toFixed(2)}x)`,
   );
   await fs.rm(outPath, { force: true });
 }
@@ -142,11 +185,14 @@ async function benchSnapshotReader(dir: string, oldPath: string, newPath: string
   const cowPath = path.join(dir, 'reader.cow');
   await createCow(oldPath, newPath, cowPath, { compression: 'zstd' });
   const chunk = Buffer.allocUnsafe(256 * BS);
-  const direct = await time(async () => {
+  const readDirect = (blocks: number) => async () => {
     const file = await openFile(newPath, 'r');
-    for (let at = 0; at < imageBytes; at += chunk.length) await file.read(chunk, 0, chunk.length, at);
+    const buffer = chunk.subarray(0, blocks * BS);
+    for (let at = 0; at < imageBytes; at += buffer.length) await file.read(buffer, 0, buffer.length, at);
     await file.close();
-  });
+  };
+  const direct = await time(readDirect(256));
+  const directSingle = await time(readDirect(1));
   const snapshot = await SnapshotReader.open(cowPath, oldPath);
   const viaCow = await time(async () => {
     for (let b = 0; b < snapshot.blockCount; b += 256) await snapshot.readBlocks(b, Math.min(256, snapshot.blockCount - b), chunk);
@@ -158,7 +204,7 @@ async function benchSnapshotReader(dir: string, oldPath: string, newPath: string
   await snapshot.close();
   console.log(
     `snapshot reader (zstd COW), sequential 1 MiB reads: ${mib(imageBytes, viaCow.seconds)} vs NEW.img directly ${mib(imageBytes, direct.seconds)}: ${(viaCow.seconds / direct.seconds).toFixed(2)}x the time\n` +
-      `snapshot reader, sequential 4 KiB reads: ${mib(imageBytes, single.seconds)}`,
+      `snapshot reader, sequential 4 KiB reads: ${mib(imageBytes, single.seconds)} vs NEW.img directly ${mib(imageBytes, directSingle.seconds)}: ${(single.seconds / directSingle.seconds).toFixed(2)}x the time`,
   );
 }
 
@@ -180,7 +226,11 @@ async function benchIndex(dir: string, opCount: number): Promise<void> {
   await writer.finalize();
   await writer.close();
   const baseline = await time(() => fs.readFile(cowPath));
-  const load = await time(() => CowReader.open(cowPath));
+  let opened: CowReader | undefined;
+  const load = await time(
+    async () => (opened = await CowReader.open(cowPath)),
+    async () => opened?.close(),
+  );
   const cow = load.value;
   const lookups = await time(() => {
     let found = 0;

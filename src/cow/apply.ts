@@ -1,9 +1,11 @@
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { fsyncDirectory } from '../util/atomic';
-import { createProgress } from '../util/progress';
-import { openFile } from './file';
-import { SnapshotReader } from './snapshot-reader';
+import { createProgress, Progress } from '../util/progress';
+import { openFile, RandomAccessFile } from './file';
+import { CowOpType } from './format';
+import { PayloadStream } from './payload-stream';
+import { SnapshotReader, xorInto } from './snapshot-reader';
 
 export interface ApplyCowOptions {
   /** Size of the new image in bytes; defaults to the larger of the base and the COW's last block. */
@@ -11,32 +13,37 @@ export interface ApplyCowOptions {
   progress?: boolean;
 }
 
-const CHUNK_BLOCKS = 256;
+/** The image is built in chunks of this many bytes (a multiple of every unit size Android uses). */
+const CHUNK_BYTES = 2 << 20;
+/** Chunk buffers: one being patched, the others reading the base ahead or being written. */
+const SLOTS = 6;
+/**
+ * After this many bytes written, an fsync starts in the background, so the disk drains while the
+ * rest is decompressed and the final fsync has only the tail left (measured: about 20% off apply).
+ */
+const SYNC_EVERY_BYTES = 32 << 20;
 
 /**
  * Writes the new image a COW describes over `basePath` to `outPath` (offline: the base is only
- * read). The output appears only once complete and durable. Returns the blocks written.
+ * read). The output appears only once complete and durable: it is built under a temporary name,
+ * fsynced, renamed into place and the directory fsynced. Returns the blocks written.
+ *
+ * When most of the image is untouched and the base is a regular file, the temporary file starts as
+ * a kernel-side copy of the base (copy_file_range or a reflink) and only chunks with ops are
+ * rewritten. Otherwise every chunk is read from the base, patched and written, with base reads,
+ * decompression and writes overlapping.
  */
 export async function applyCow(cowPath: string, basePath: string, outPath: string, options: ApplyCowOptions = {}): Promise<{ blocks: number; bytes: number }> {
   const snapshot = await SnapshotReader.open(cowPath, basePath, { deviceBytes: options.size });
   const tmpPath = path.join(path.dirname(path.resolve(outPath)), `.${path.basename(outPath)}.tmp-${process.pid}`);
   const progress = options.progress ? createProgress('cow apply', snapshot.blockCount) : undefined;
   try {
-    const out = await openFile(tmpPath, 'w+');
+    const chunkBlocks = Math.max(1, Math.floor(CHUNK_BYTES / snapshot.blockSize));
+    const startFromCopy = (await fs.stat(basePath)).isFile() && mostlyUntouched(snapshot, chunkBlocks);
+    if (startFromCopy) await fs.copyFile(basePath, tmpPath);
+    const out = await openFile(tmpPath, startFromCopy ? 'r+' : 'w+');
     try {
-      const bs = snapshot.blockSize;
-      // Two buffers: the next chunk is read while the previous one is being written.
-      const buffers = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
-      let pendingWrite: Promise<void> = Promise.resolve();
-      for (let first = 0, turn = 0; first < snapshot.blockCount; first += CHUNK_BLOCKS, turn ^= 1) {
-        const n = Math.min(CHUNK_BLOCKS, snapshot.blockCount - first);
-        const buffer = buffers[turn];
-        await snapshot.readBlocks(first, n, buffer);
-        await pendingWrite;
-        pendingWrite = out.write(buffer, 0, n * bs, first * bs);
-        progress?.advance(n);
-      }
-      await pendingWrite;
+      await writeChunks(snapshot, out, chunkBlocks, startFromCopy, progress);
       await out.truncate(snapshot.byteLength);
       await out.sync();
     } finally {
@@ -51,5 +58,159 @@ export async function applyCow(cowPath: string, basePath: string, outPath: strin
   } finally {
     progress?.finish();
     await snapshot.close();
+  }
+}
+
+/** Whether at least half of the chunks have no op (then copying the base whole pays). */
+function mostlyUntouched(snapshot: SnapshotReader, chunkBlocks: number): boolean {
+  const { ops, index } = snapshot.cow;
+  const chunks = Math.ceil(snapshot.blockCount / chunkBlocks);
+  let touched = 0;
+  let lastChunk = -1;
+  for (const op of index.order) {
+    const first = Math.floor(ops.newBlock[op] / chunkBlocks);
+    const last = Math.floor((ops.newBlock[op] + ops.span(op) - 1) / chunkBlocks);
+    const from = Math.max(first, lastChunk + 1);
+    if (last >= from) touched += last - from + 1;
+    lastChunk = Math.max(lastChunk, last);
+  }
+  return touched * 2 <= chunks;
+}
+
+interface Slot {
+  buffer: Buffer;
+  /** The slot's last write; the next chunk may be read into the buffer only after it. */
+  busy: Promise<void>;
+}
+
+/**
+ * The pipeline: while chunk c is patched on the main thread (zero fills, decompression, xor), the
+ * base reads of the next chunks and the writes of the previous ones run in the thread pool.
+ */
+async function writeChunks(snapshot: SnapshotReader, out: RandomAccessFile, chunkBlocks: number, skipUntouched: boolean, progress?: Progress): Promise<void> {
+  const bs = snapshot.blockSize;
+  const total = snapshot.blockCount;
+  const chunks = Math.ceil(total / chunkBlocks);
+  const patcher = new ChunkPatcher(snapshot);
+  const slots: Slot[] = Array.from({ length: Math.min(SLOTS, Math.max(chunks, 1)) }, () => ({ buffer: Buffer.allocUnsafe(chunkBlocks * bs), busy: Promise.resolve() }));
+  const loads: Promise<boolean>[] = [];
+  const syncer = new BackgroundSync(out);
+  const startLoad = (c: number): void => {
+    const slot = slots[c % slots.length];
+    const first = c * chunkBlocks;
+    const end = Math.min(first + chunkBlocks, total);
+    loads[c % slots.length] = slot.busy.then(() => snapshot.loadBaseLayer(first, end, slot.buffer, 0, skipUntouched));
+    loads[c % slots.length].catch(() => undefined);
+  };
+  try {
+    for (let c = 0; c < Math.min(slots.length - 1, chunks); c++) startLoad(c);
+    for (let c = 0; c < chunks; c++) {
+      if (c + slots.length - 1 < chunks) startLoad(c + slots.length - 1);
+      const slot = slots[c % slots.length];
+      const first = c * chunkBlocks;
+      const end = Math.min(first + chunkBlocks, total);
+      const needed = await loads[c % slots.length];
+      if (needed) {
+        await patcher.patch(first, end, slot.buffer);
+        slot.busy = out.write(slot.buffer, 0, (end - first) * bs, first * bs);
+        slot.busy.catch(() => undefined);
+        syncer.wrote((end - first) * bs);
+      }
+      progress?.advance(end - first);
+    }
+  } finally {
+    // Nothing may still be reading or writing once the files are closed.
+    await Promise.allSettled([...loads, ...slots.map((s) => s.busy)]);
+    await patcher.stream.settle();
+    await syncer.settle();
+  }
+  for (const slot of slots) await slot.busy;
+  syncer.check();
+}
+
+/**
+ * Early fsyncs of the output. Linux reports a writeback error to one fsync only, so an error seen
+ * here is kept and rethrown: the final fsync might succeed without having seen it.
+ */
+class BackgroundSync {
+  private unsynced = 0;
+  private running: Promise<void> | undefined;
+  private error: unknown;
+
+  constructor(private readonly out: RandomAccessFile) {}
+
+  wrote(bytes: number): void {
+    this.unsynced += bytes;
+    if (this.unsynced < SYNC_EVERY_BYTES || this.running) return;
+    this.unsynced = 0;
+    this.running = this.out.sync().then(
+      () => {
+        this.running = undefined;
+      },
+      (err: unknown) => {
+        this.error ??= err;
+        this.running = undefined;
+      },
+    );
+  }
+
+  async settle(): Promise<void> {
+    await this.running;
+  }
+
+  check(): void {
+    if (this.error !== undefined) throw this.error;
+  }
+}
+
+/** Applies the ops that need the COW's data (Zero, Replace, Xor) to a chunk already holding its base layer. */
+class ChunkPatcher {
+  readonly stream: PayloadStream;
+  private readonly block: Buffer;
+  private readonly blockWords: Int32Array;
+  private unit: Buffer;
+  private unitOp = -1;
+
+  constructor(private readonly snapshot: SnapshotReader) {
+    this.stream = new PayloadStream(snapshot.cow);
+    // Its own ArrayBuffer, so the Int32Array view over it is aligned.
+    this.block = Buffer.from(new ArrayBuffer(snapshot.blockSize));
+    this.blockWords = new Int32Array(this.block.buffer, 0, snapshot.blockSize >> 2);
+    this.unit = Buffer.allocUnsafe(Math.max(snapshot.cow.header.maxCompressionSize, snapshot.blockSize));
+  }
+
+  async patch(start: number, end: number, dst: Buffer): Promise<void> {
+    const { cow } = this.snapshot;
+    const { ops, index } = cow;
+    const { order } = index;
+    const bs = this.snapshot.blockSize;
+    for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
+      const op = order[k];
+      const type = ops.type(op);
+      if (type === CowOpType.Copy) continue;
+      const opStart = ops.newBlock[op];
+      const at = (Math.max(start, opStart) - start) * bs;
+      if (type === CowOpType.Zero) {
+        dst.fill(0, at, at + bs);
+        continue;
+      }
+      if (type === CowOpType.Xor) {
+        cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), this.block);
+        xorInto(dst, at, this.block, this.blockWords);
+      } else if (opStart >= start && opStart + ops.span(op) <= end) {
+        cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), dst.subarray(at, at + cow.unitSize(op)));
+      } else {
+        // A unit that straddles chunks: expand it once, take each chunk's part.
+        const unit = this.unit.subarray(0, cow.unitSize(op));
+        if (this.unitOp !== op) {
+          this.unitOp = -1;
+          cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), unit);
+          this.unitOp = op;
+        }
+        const from = (Math.max(start, opStart) - opStart) * bs;
+        const to = (Math.min(end, opStart + ops.span(op)) - opStart) * bs;
+        unit.copy(dst, at, from, to);
+      }
+    }
   }
 }

@@ -85,6 +85,41 @@ export class SnapshotReader {
     const { ops, index } = this.cow;
     const { order } = index;
     const bs = this.blockSize;
+    await this.loadBaseLayer(start, end, dst, out0);
+    ctx.beginCall();
+    const kFirst = index.firstEndingAfter(start);
+    for (let k = kFirst; k < order.length && ops.newBlock[order[k]] < end; k++) {
+      const op = order[k];
+      const type = ops.type(op);
+      if (type === CowOpType.Copy) continue;
+      const opStart = ops.newBlock[op];
+      const out = out0 + (Math.max(start, opStart) - start) * bs;
+      if (type === CowOpType.Zero) {
+        dst.fill(0, out, out + bs);
+      } else if (type === CowOpType.Xor) {
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end), ctx.block);
+        xorInto(dst, out, ctx.block, ctx.blockWords);
+      } else if (opStart >= start && opStart + ops.span(op) <= end) {
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end), dst.subarray(out, out + this.cow.unitSize(op)));
+      } else {
+        // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
+        const first = Math.max(start, opStart) - opStart;
+        const take = Math.min(opStart + ops.span(op), end) - Math.max(start, opStart);
+        dst.set((await ctx.unitOf(op)).subarray(first * bs, (first + take) * bs), out);
+      }
+    }
+  }
+
+  /**
+   * Fills dst with blocks [start, end) as far as the base decides them: base blocks where the COW
+   * has no op (and the old bytes an in-place Xor applies to), and the sources of Copy and Xor ops,
+   * read concurrently. Zero, Replace and Xor data are left to the caller. With `onlyIfTouched`,
+   * a range no op touches is not read at all and the result is false.
+   */
+  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false): Promise<boolean> {
+    const { ops, index } = this.cow;
+    const { order } = index;
+    const bs = this.blockSize;
     const kFirst = index.firstEndingAfter(start);
     let kEnd = kFirst;
     let covered = 0;
@@ -92,38 +127,29 @@ export class SnapshotReader {
       const op = order[kEnd];
       covered += Math.min(end, ops.newBlock[op] + ops.span(op)) - Math.max(start, ops.newBlock[op]);
     }
-    // One read of the whole range from the base serves every block the COW does not change (and
-    // the old content an in-place Xor needs); the ops then overwrite their blocks.
+    if (onlyIfTouched && kEnd === kFirst) return false;
+    // One read of the whole range serves every block the COW does not change; ops overwrite theirs.
     const bulk = covered < end - start;
     if (bulk) await this.readBase(dst, out0, (end - start) * bs, start * bs);
-    ctx.beginCall();
+    let reads: Promise<void>[] | undefined;
     for (let k = kFirst; k < kEnd; ) {
       const op = order[k];
       const type = ops.type(op);
-      const opStart = ops.newBlock[op];
-      const out = out0 + (Math.max(start, opStart) - start) * bs;
-      if (type === CowOpType.Zero || type === CowOpType.Copy) {
+      const out = out0 + (Math.max(start, ops.newBlock[op]) - start) * bs;
+      if (type === CowOpType.Copy) {
         let n = 1;
         while (k + n < kEnd && n < MAX_BATCH_BLOCKS && this.continues(order[k + n - 1], order[k + n], type)) n++;
-        if (type === CowOpType.Zero) dst.fill(0, out, out + n * bs);
-        else await this.readBase(dst, out, n * bs, ops.source[op] * bs);
+        (reads ??= []).push(this.readBase(dst, out, n * bs, ops.source[op] * bs));
         k += n;
         continue;
       }
-      if (type === CowOpType.Xor) {
-        if (!(bulk && ops.source[op] === opStart * bs)) await this.readBase(dst, out, bs, ops.source[op]);
-        this.cow.expandPayload(op, await ctx.payloadOf(op, k, kEnd), ctx.block);
-        xorInto(dst, out, ctx.block, ctx.blockWords);
-      } else if (opStart >= start && opStart + ops.span(op) <= end) {
-        this.cow.expandPayload(op, await ctx.payloadOf(op, k, kEnd), dst.subarray(out, out + this.cow.unitSize(op)));
-      } else {
-        // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
-        const first = Math.max(start, opStart) - opStart;
-        const take = Math.min(opStart + ops.span(op), end) - Math.max(start, opStart);
-        dst.set((await ctx.unitOf(op)).subarray(first * bs, (first + take) * bs), out);
+      if (type === CowOpType.Xor && !(bulk && ops.source[op] === ops.newBlock[op] * bs)) {
+        (reads ??= []).push(this.readBase(dst, out, bs, ops.source[op]));
       }
       k++;
     }
+    if (reads) await settleAll(reads);
+    return true;
   }
 
   /** Whether op `next` extends a run of Zero or Copy ops ending with `prev`. */
@@ -173,13 +199,13 @@ class ReadContext {
    * Op's payload bytes. Payloads of the ops that follow it in block order usually lie right after
    * it in the data area, so one read fetches as many of them as fit in the window.
    */
-  async payloadOf(op: number, k: number, kEnd: number): Promise<Buffer> {
+  async payloadOf(op: number, k: number, endBlock: number): Promise<Buffer> {
     const { ops, index } = this.cow;
     const start = ops.dataOffset[op];
     const length = ops.dataLength[op];
     if (start < this.windowStart || start + length > this.windowEnd) {
       let end = start + length;
-      for (let j = k + 1; j < kEnd; j++) {
+      for (let j = k + 1; j < index.order.length && ops.newBlock[index.order[j]] < endBlock; j++) {
         const next = index.order[j];
         if (ops.dataLength[next] === 0) continue;
         if (ops.dataOffset[next] !== end || end + ops.dataLength[next] - start > this.window.length) break;
@@ -206,8 +232,15 @@ class ReadContext {
   }
 }
 
+/** Waits for every read (none may still be filling a buffer when this returns), then throws the first failure. */
+async function settleAll(reads: Promise<void>[]): Promise<void> {
+  if (reads.length === 1) return reads[0];
+  const results = await Promise.allSettled(reads);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
 /** XORs one block into dst, a 32-bit word at a time when dst is aligned. */
-function xorInto(dst: Uint8Array, at: number, data: Buffer, words: Int32Array): void {
+export function xorInto(dst: Uint8Array, at: number, data: Buffer, words: Int32Array): void {
   if (((dst.byteOffset + at) & 3) === 0 && (data.length & 3) === 0) {
     const target = new Int32Array(dst.buffer, dst.byteOffset + at, data.length >> 2);
     for (let i = 0; i < words.length; i++) target[i] ^= words[i];
