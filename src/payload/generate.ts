@@ -128,19 +128,18 @@ async function generatePartition(name: string, options: GenerateOptions, sink: B
   const source = sourceFile && sourceSize !== undefined ? await ImageFileReader.open(sourceFile, blockSize) : undefined;
   try {
     const plan = await planPartition(
-      target,
-      Math.ceil(targetSize / blockSize),
-      source ? { reader: source, blocks: Math.ceil(sourceSize! / blockSize) } : undefined,
+      { reader: target, size: targetSize },
+      source && { reader: source, size: sourceSize! },
       sink,
       { blockSize, compression, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress },
     );
     const update: PartitionUpdate = {
       partition_name: name,
-      new_partition_info: { size: targetSize, hash: await target.hash(targetSize) },
+      new_partition_info: { size: targetSize, hash: plan.newHash },
       operations: plan.operations,
       merge_operations: mergeSequence(plan.copies),
     };
-    if (source) update.old_partition_info = { size: sourceSize, hash: await source.hash(sourceSize!) };
+    if (source) update.old_partition_info = { size: sourceSize, hash: plan.oldHash };
     return update;
   } finally {
     await target.close();
@@ -179,18 +178,18 @@ async function writePayloadFile(output: string, manifest: DeltaArchiveManifest, 
       position += data.length;
     };
     await put(metadata);
-    const signedHash = createHash('sha256').update(metadata);
+    const signedHash = key && createHash('sha256').update(metadata);
     if (key) await put(signaturesMessage(signDigest(createHash('sha256').update(metadata).digest(), key)));
     const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
     for (let at = 0; at < blobBytes; ) {
       const { bytesRead } = await blobs.read(chunk, 0, Math.min(chunk.length, blobBytes - at), at);
       if (bytesRead === 0) throw new VabError('EIO', `blob file ended at ${at} of ${blobBytes} bytes`);
       const data = chunk.subarray(0, bytesRead);
-      signedHash.update(data);
+      signedHash?.update(data);
       await put(data);
       at += bytesRead;
     }
-    if (key) await put(signaturesMessage(signDigest(signedHash.digest(), key)));
+    if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.digest(), key)));
     await out.sync();
     await out.close();
     await fs.rename(tmp, output);

@@ -37,21 +37,57 @@ export interface PartitionPlan {
   operations: InstallOperation[];
   /** SOURCE_COPY runs, for the merge sequence. */
   copies: CopyRun[];
+  /** SHA-256 of the new image (and the old one), taken while reading them. */
+  newHash: Buffer;
+  oldHash?: Buffer;
 }
+
+/** An image being read in block order; `size` is its length in bytes. */
+export interface PlanImage {
+  reader: ImageFileReader;
+  size: number;
+}
+
+/** Hashes the first `size` bytes of an image fed to it in order, chunk by chunk. */
+function imageHasher(size: number): { feed: (offset: number, data: Buffer) => void; digest: () => Buffer } {
+  const hash = createHash('sha256');
+  return {
+    feed: (offset, data) => void hash.update(data.subarray(0, Math.max(0, Math.min(data.length, size - offset)))),
+    digest: () => hash.digest(),
+  };
+}
+
+/** Chunks compressed concurrently in full payloads. */
+const COMPRESS_AHEAD = 3;
 
 type BlockClass = { kind: 'zero' } | { kind: 'copy'; src: number } | { kind: 'data' };
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest();
 
-export async function planPartition(target: ImageFileReader, targetBlocks: number, source: { reader: ImageFileReader; blocks: number } | undefined, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
+export async function planPartition(targetImage: PlanImage, sourceImage: PlanImage | undefined, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
   const { blockSize, chunkBlocks } = options;
-  const sourceIndex = source ? await indexBlocks(source.reader, source.blocks, blockSize) : undefined;
+  const target = targetImage.reader;
+  const targetBlocks = Math.ceil(targetImage.size / blockSize);
+  const source = sourceImage && { reader: sourceImage.reader, blocks: Math.ceil(sourceImage.size / blockSize) };
+  const indexed = sourceImage && (await indexBlocks(sourceImage, blockSize));
+  const sourceIndex = indexed?.index;
+  const newHash = imageHasher(targetImage.size);
   const operations: InstallOperation[] = [];
   const copies: CopyRun[] = [];
   const zeroBlock = Buffer.alloc(blockSize);
+  // Full payloads compress several chunks at once (xz runs on libuv's threads); blobs are still
+  // appended in op order.
+  const compressing: Array<Promise<{ op: InstallOperation; blob?: Buffer }>> = [];
+  const settle = async (keep: number) => {
+    while (compressing.length > keep) {
+      const { op, blob } = await compressing.shift()!;
+      operations.push(blob ? await withBlob(op, blob, sink) : op);
+    }
+  };
   for (let chunkStart = 0; chunkStart < targetBlocks; chunkStart += chunkBlocks) {
     const count = Math.min(chunkBlocks, targetBlocks - chunkStart);
     const data = await target.read(chunkStart, count);
+    newHash.feed(chunkStart * blockSize, data);
     const classes: BlockClass[] = [];
     for (let i = 0; i < count; i++) {
       const block = data.subarray(i * blockSize, (i + 1) * blockSize);
@@ -64,7 +100,9 @@ export async function planPartition(target: ImageFileReader, targetBlocks: numbe
     if (!sourceIndex) {
       // Full payloads: one op per chunk, ZERO only when the whole chunk is zero.
       const allZero = classes.every((c) => c.kind === 'zero');
-      operations.push(allZero ? zeroOp(chunkStart, count) : await replaceOp(data, chunkStart, count, sink, options));
+      compressing.push(allZero ? Promise.resolve({ op: zeroOp(chunkStart, count) }) : replaceOp(data, chunkStart, count, options));
+      compressing[compressing.length - 1].catch(() => undefined); // reported by settle(), in order
+      await settle(COMPRESS_AHEAD);
     } else {
       for (const group of groupRuns(classes)) {
         const start = chunkStart + group.first;
@@ -76,22 +114,26 @@ export async function planPartition(target: ImageFileReader, targetBlocks: numbe
     }
     options.onProgress?.(count * blockSize);
   }
-  return { operations, copies };
+  await settle(0);
+  return { operations, copies, newHash: newHash.digest(), oldHash: indexed?.hash };
 }
 
-/** First block of the old image holding each distinct content. */
-async function indexBlocks(reader: ImageFileReader, blocks: number, blockSize: number): Promise<Map<string, number>> {
+/** First block of the old image holding each distinct content, and the image's hash. */
+async function indexBlocks(image: PlanImage, blockSize: number): Promise<{ index: Map<string, number>; hash: Buffer }> {
   const index = new Map<string, number>();
+  const hasher = imageHasher(image.size);
+  const blocks = Math.ceil(image.size / blockSize);
   const step = 1024;
   for (let start = 0; start < blocks; start += step) {
     const count = Math.min(step, blocks - start);
-    const data = await reader.read(start, count);
+    const data = await image.reader.read(start, count);
+    hasher.feed(start * blockSize, data);
     for (let i = 0; i < count; i++) {
       const key = blockKey(data.subarray(i * blockSize, (i + 1) * blockSize));
       if (!index.has(key)) index.set(key, start + i);
     }
   }
-  return index;
+  return { index, hash: hasher.digest() };
 }
 
 function blockKey(block: Buffer): string {
@@ -134,11 +176,11 @@ async function withBlob(op: InstallOperation, blob: Buffer, sink: BlobSink): Pro
   return op;
 }
 
-async function replaceOp(data: Buffer, start: number, blocks: number, sink: BlobSink, options: PlanOptions): Promise<InstallOperation> {
+/** A replace op for a chunk and its blob (compressed, or raw when compression does not help). */
+async function replaceOp(data: Buffer, start: number, blocks: number, options: PlanOptions): Promise<{ op: InstallOperation; blob: Buffer }> {
   const packed = await compress(options.compression, data);
   const useRaw = packed.length >= data.length;
-  const op: InstallOperation = { type: useRaw ? OpType.REPLACE : REPLACE_TYPE[options.compression], src_extents: [], dst_extents: [extent(start, blocks)] };
-  return withBlob(op, useRaw ? data : packed, sink);
+  return { op: { type: useRaw ? OpType.REPLACE : REPLACE_TYPE[options.compression], src_extents: [], dst_extents: [extent(start, blocks)] }, blob: useRaw ? data : packed };
 }
 
 async function copyOp(source: ImageFileReader, sources: readonly number[], dstStart: number, copies: CopyRun[]): Promise<InstallOperation> {
