@@ -6,6 +6,8 @@ import { CowReader } from './reader';
 /** Largest single read the reader issues for a batch of adjacent blocks or payloads. */
 const MAX_BATCH_BYTES = 1 << 20;
 const MAX_BATCH_BLOCKS = 256;
+/** Payload bytes read past a sequential caller's range, so its next small reads find them in memory. */
+const READAHEAD_BYTES = 128 << 10;
 
 /**
  * The new image as the COW describes it over its base (the old image): what snapuserd serves for
@@ -19,6 +21,7 @@ const MAX_BATCH_BLOCKS = 256;
 export class SnapshotReader {
   readonly blockSize: number;
   private readonly contexts: ReadContext[] = [];
+  private lastEnd = -1;
 
   constructor(
     readonly cow: CowReader,
@@ -85,9 +88,18 @@ export class SnapshotReader {
     const { ops, index } = this.cow;
     const { order } = index;
     const bs = this.blockSize;
-    await this.loadBaseLayer(start, end, dst, out0);
-    ctx.beginCall();
+    // A read that starts where the last one ended is likely followed by the next: read payloads ahead.
+    const readahead = start === this.lastEnd;
+    this.lastEnd = end;
     const kFirst = index.firstEndingAfter(start);
+    let kData = kFirst;
+    while (kData < order.length && ops.newBlock[order[kData]] < end && ops.dataLength[order[kData]] === 0) kData++;
+    if (kData < order.length && ops.newBlock[order[kData]] < end) {
+      // The payload read runs alongside the base reads.
+      await settleAll([this.loadBaseLayer(start, end, dst, out0), ctx.payloadOf(order[kData], kData, end, readahead).then(() => undefined)]);
+    } else {
+      await this.loadBaseLayer(start, end, dst, out0);
+    }
     for (let k = kFirst; k < order.length && ops.newBlock[order[k]] < end; k++) {
       const op = order[k];
       const type = ops.type(op);
@@ -97,10 +109,10 @@ export class SnapshotReader {
       if (type === CowOpType.Zero) {
         dst.fill(0, out, out + bs);
       } else if (type === CowOpType.Xor) {
-        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end), ctx.block);
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end, readahead), ctx.block);
         xorInto(dst, out, ctx.block, ctx.blockWords);
       } else if (opStart >= start && opStart + ops.span(op) <= end) {
-        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end), dst.subarray(out, out + this.cow.unitSize(op)));
+        this.cow.expandPayload(op, await ctx.payloadOf(op, k, end, readahead), dst.subarray(out, out + this.cow.unitSize(op)));
       } else {
         // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
         const first = Math.max(start, opStart) - opStart;
@@ -191,21 +203,20 @@ class ReadContext {
     this.unit = Buffer.allocUnsafe(maxUnit);
   }
 
-  beginCall(): void {
-    this.windowStart = this.windowEnd = 0;
-  }
-
   /**
    * Op's payload bytes. Payloads of the ops that follow it in block order usually lie right after
-   * it in the data area, so one read fetches as many of them as fit in the window.
+   * it in the data area, so one read fetches those of the call's other ops too and, with
+   * `readahead`, up to READAHEAD_BYTES of the ops after them. Payloads never change while the COW
+   * is open, so the window stays valid across calls.
    */
-  async payloadOf(op: number, k: number, endBlock: number): Promise<Buffer> {
+  async payloadOf(op: number, k: number, endBlock: number, readahead: boolean): Promise<Buffer> {
     const { ops, index } = this.cow;
     const start = ops.dataOffset[op];
     const length = ops.dataLength[op];
     if (start < this.windowStart || start + length > this.windowEnd) {
       let end = start + length;
-      for (let j = k + 1; j < index.order.length && ops.newBlock[index.order[j]] < endBlock; j++) {
+      const limit = readahead ? READAHEAD_BYTES : 0;
+      for (let j = k + 1; j < index.order.length && (ops.newBlock[index.order[j]] < endBlock || end - start < limit); j++) {
         const next = index.order[j];
         if (ops.dataLength[next] === 0) continue;
         if (ops.dataOffset[next] !== end || end + ops.dataLength[next] - start > this.window.length) break;
@@ -233,8 +244,11 @@ class ReadContext {
 }
 
 /** Waits for every read (none may still be filling a buffer when this returns), then throws the first failure. */
-async function settleAll(reads: Promise<void>[]): Promise<void> {
-  if (reads.length === 1) return reads[0];
+async function settleAll(reads: Promise<unknown>[]): Promise<void> {
+  if (reads.length === 1) {
+    await reads[0];
+    return;
+  }
   const results = await Promise.allSettled(reads);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
