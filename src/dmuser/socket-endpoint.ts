@@ -58,10 +58,9 @@ export async function listenMiscEndpoint(file: string, open: (connection: MiscCo
   return {
     path: file,
     close() {
-      closing ??= (async () => {
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        await fs.rm(file, { force: true });
-      })();
+      // server.close() stops accepting at once; its callback would wait for every open channel.
+      server.close();
+      closing ??= fs.rm(file, { force: true });
       return closing;
     },
   };

@@ -80,6 +80,19 @@ describe('kernel: channels', () => {
     await served;
   });
 
+  it('on removal: returns at once though channels are open, ends their messages, still takes their answers', async () => {
+    const channel = await openChannel(env.runDir, 'sys');
+    const file = fileOf(env.kernel, 'sys');
+    const held = env.kernel.read(file, 0, 512, ctx);
+    const m = (await channel.next())!;
+    await env.kernel.removeTarget('sys');
+    expect(await channel.next()).toBeUndefined(); // the char device's ENOTBLK
+    await expect(openChannel(env.runDir, 'sys')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await channel.respond({ ...m.header, type: 0 }, Buffer.alloc(512, 6));
+    expect((await held)[0]).toBe(6);
+    await channel.close();
+  });
+
   it('refuses malformed answers on the daemon side before sending anything', async () => {
     const channel = await openChannel(env.runDir, 'sys');
     const file = fileOf(env.kernel, 'sys');

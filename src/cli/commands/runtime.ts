@@ -1,4 +1,139 @@
-import type { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { createTarget, kernelStatus, removeTarget, setKernelParam } from '../../kernel/control-client';
+import { startKernelService } from '../../kernel/service';
+import { DEFAULT_PARAMS } from '../../kernel/params';
+import { DEFAULT_PASSTHROUGH_CHANNELS, startPassthrough } from '../../snapuserd/passthrough';
+import { createLogger } from '../../util/log';
 
-/** Registers the runtime commands (filled in by the issue that owns them). */
-export function registerRuntimeCommands(_program: Command): void {}
+/** The runtime: `vab kernel` (emulated dm-user), `vab dmctl` (its dmsetup), `vab passthrough` (a daemon). */
+export function registerRuntimeCommands(program: Command): void {
+  registerKernel(program);
+  registerDmctl(program);
+  registerPassthrough(program);
+}
+
+function integer(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** Resolves on the first SIGTERM or SIGINT, with its name. */
+function nextSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(signal);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+function registerKernel(program: Command): void {
+  program
+    .command('kernel')
+    .description('run the emulated dm-user kernel in the foreground: block files under --mount, endpoints and control socket under --run')
+    .requiredOption('--mount <dir>', 'directory for the block files (FUSE mount; created if missing)')
+    .requiredOption('--run <dir>', 'directory for kernel.sock and dm-user/<name> (created if missing)')
+    .option('--daemon-timeout-ms <n>', 'wait for a first daemon before failing IO', integer(0), DEFAULT_PARAMS.daemon_timeout_ms)
+    .option('--restart-grace-ms <n>', 'after a daemon dies, wait this long for a new one and requeue its reads (0: fail at once, as Android)', integer(0), DEFAULT_PARAMS.restart_grace_ms)
+    .option('--io-timeout-ms <n>', 'fail any IO still unanswered this long after it was issued', integer(1), DEFAULT_PARAMS.io_timeout_ms)
+    .option('--channel-window <n>', 'unanswered messages one channel may hold', integer(1), DEFAULT_PARAMS.channel_window)
+    .option('--page-cache', 'let the page cache sit in front of the block files (default: direct IO)')
+    .option('--log <file>', 'JSON log file (default: stderr)')
+    .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; pageCache?: boolean; log?: string }) => {
+      const logger = createLogger('kernel', { file: opts.log });
+      const signal = nextSignal();
+      const service = await startKernelService({
+        mountDir: opts.mount,
+        runDir: opts.run,
+        pageCache: opts.pageCache === true,
+        logger,
+        params: {
+          daemon_timeout_ms: opts.daemonTimeoutMs,
+          restart_grace_ms: opts.restartGraceMs,
+          io_timeout_ms: opts.ioTimeoutMs,
+          channel_window: opts.channelWindow,
+        },
+      });
+      process.stdout.write(`vab kernel: ready mount=${service.mountDir} run=${service.runDir}\n`);
+      const how = await Promise.race([signal.then((s) => s as string), service.ended]);
+      await service.stop();
+      process.stdout.write(`vab kernel: stopped (${how})\n`);
+      if (how === 'mount-lost') process.exitCode = 1;
+    });
+}
+
+function registerDmctl(program: Command): void {
+  const dmctl = program
+    .command('dmctl')
+    .description("manage the running kernel's targets and parameters (its dmsetup)")
+    .requiredOption('--run <dir>', 'run directory of the kernel');
+  const runDir = (cmd: Command): string => (cmd.optsWithGlobals() as { run: string }).run;
+
+  dmctl
+    .command('create <name>')
+    .description('create a target: block file <mount>/<name> and endpoint <run>/dm-user/<name>')
+    .requiredOption('--size <bytes>', 'size in bytes, a multiple of 512', integer(1))
+    .action(async (name: string, opts: { size: number }, cmd: Command) => {
+      const info = await createTarget(runDir(cmd), name, opts.size);
+      process.stdout.write(`created ${info.name}: ${info.sectors} sectors\n`);
+    });
+
+  dmctl
+    .command('remove <name>')
+    .description('remove a target: queued IO fails, its daemon sees end of messages')
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      await removeTarget(runDir(cmd), name);
+      process.stdout.write(`removed ${name}\n`);
+    });
+
+  dmctl
+    .command('list')
+    .description('list targets and parameters')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const status = await kernelStatus(runDir(cmd));
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(status, null, 2) + '\n');
+        return;
+      }
+      const params = Object.entries(status.params).map(([k, v]) => `${k}=${v}`).join(' ');
+      const lines = [`kernel pid ${status.pid} mount=${status.mount} run=${status.run}`, `params: ${params}`];
+      lines.push(['NAME', 'BYTES', 'SECTORS', 'CHANNELS', 'QUEUED', 'HELD'].join('\t'));
+      for (const t of status.targets) lines.push([t.name, t.sectors * 512, t.sectors, t.channels, t.queued, t.held].join('\t'));
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+
+  dmctl
+    .command('set <param> <value>')
+    .description('set a kernel parameter: daemon_timeout_ms, restart_grace_ms, io_timeout_ms, channel_window')
+    .action(async (param: string, value: string, _opts: unknown, cmd: Command) => {
+      const parsed = integer(0)(value);
+      await setKernelParam(runDir(cmd), param, parsed);
+      process.stdout.write(`${param} = ${parsed}\n`);
+    });
+}
+
+function registerPassthrough(program: Command): void {
+  program
+    .command('passthrough <name>')
+    .description('serve a target from an image file (the reference dm-user daemon); exits 0 when the target is removed')
+    .requiredOption('--run <dir>', 'run directory of the kernel')
+    .requiredOption('--image <file>', 'backing image')
+    .option('--channels <n>', 'channels to open', integer(1), DEFAULT_PASSTHROUGH_CHANNELS)
+    .option('--log <file>', 'JSON log file (default: stderr)')
+    .action(async (name: string, opts: { run: string; image: string; channels: number; log?: string }) => {
+      const logger = createLogger('passthrough', { file: opts.log });
+      const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels: opts.channels, logger });
+      process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${opts.channels} channels\n`);
+      const signal = nextSignal();
+      const how = await Promise.race([signal.then(() => 'signal'), daemon.done.then(() => 'ended')]);
+      if (how === 'signal') await daemon.stop();
+      process.stdout.write(`vab passthrough: ${name} ${how === 'signal' ? 'stopped' : 'target gone'}\n`);
+    });
+}

@@ -1,0 +1,98 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { forceUnmount } from '../fuse/cleanup';
+import { mountBlockFiles } from '../fuse';
+import type { FuseSession } from '../fuse/types';
+import { VabError } from '../util/errors';
+import type { Logger } from '../util/log';
+import { startControlServer } from './control';
+import { kernelIsRunning } from './control-client';
+import { Kernel } from './kernel';
+import type { KernelParams } from './params';
+
+export interface KernelServiceOptions {
+  /** Where the block files appear (created if missing). */
+  mountDir: string;
+  /** Holds kernel.sock and dm-user/<name> (created if missing). */
+  runDir: string;
+  params?: Partial<KernelParams>;
+  /** Keep the page cache (no FOPEN_DIRECT_IO). Default: every IO reaches the target. */
+  pageCache?: boolean;
+  logger: Logger;
+}
+
+export interface KernelService {
+  readonly kernel: Kernel;
+  readonly mountDir: string;
+  readonly runDir: string;
+  /** Fails what is queued or held, unmounts, closes the sockets. Idempotent. */
+  stop(): Promise<void>;
+  /** Settles when the service stopped, or when the mount went away under it. */
+  readonly ended: Promise<'stopped' | 'mount-lost'>;
+}
+
+/** Starts the emulated kernel: control socket, dm-user endpoints, and the FUSE mount of block files. */
+export async function startKernelService(options: KernelServiceOptions): Promise<KernelService> {
+  const mountDir = path.resolve(options.mountDir);
+  const runDir = path.resolve(options.runDir);
+  const { logger } = options;
+  await fs.mkdir(runDir, { recursive: true });
+  await fs.mkdir(path.join(runDir, 'dm-user'), { recursive: true });
+  if (await kernelIsRunning(runDir)) {
+    throw new VabError('ESTATE', `a vab kernel is already running with run directory ${runDir}`);
+  }
+  // A kernel killed earlier leaves its FUSE mount behind (ENOTCONN); nothing else owns this dir.
+  const stale = await forceUnmount(mountDir);
+  if (stale > 0) logger.warn('removed a stale FUSE mount left by a dead kernel', { mount: mountDir, count: stale });
+  await fs.mkdir(mountDir, { recursive: true });
+  await removeStaleEndpoints(runDir);
+
+  const kernel = new Kernel({ runDir, params: options.params, logger });
+  let session: FuseSession;
+  try {
+    session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, source: 'vab-kernel', logger });
+  } catch (err) {
+    await kernel.shutdown();
+    throw err;
+  }
+  let control;
+  try {
+    control = await startControlServer(kernel, mountDir, logger);
+  } catch (err) {
+    await kernel.shutdown();
+    await session.unmount();
+    throw err;
+  }
+
+  let stopping: Promise<void> | undefined;
+  let mountLost = false;
+  let resolveEnded!: (how: 'stopped' | 'mount-lost') => void;
+  const ended = new Promise<'stopped' | 'mount-lost'>((resolve) => (resolveEnded = resolve));
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info('kernel stopping');
+      await control.close();
+      // Fail IO before unmounting, so no FUSE request is left waiting on a target.
+      await kernel.shutdown();
+      await session.unmount();
+      logger.info('kernel stopped');
+      resolveEnded(mountLost ? 'mount-lost' : 'stopped');
+    })();
+    return stopping;
+  };
+  void session.closed.then(async () => {
+    if (stopping) return;
+    logger.error('the block-file mount went away; shutting the kernel down', { mount: mountDir });
+    mountLost = true;
+    await stop();
+  });
+  logger.info('kernel ready', { mount: mountDir, run: runDir, params: kernel.params, connection: session.connection });
+  return { kernel, mountDir, runDir, stop, ended };
+}
+
+async function removeStaleEndpoints(runDir: string): Promise<void> {
+  const dir = path.join(runDir, 'dm-user');
+  for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+    if (entry.isSocket()) await fs.rm(path.join(dir, entry.name), { force: true });
+  }
+}

@@ -1,0 +1,132 @@
+import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type { DmUserChannel } from '../dmuser/channel';
+import type { DmUserHeader } from '../dmuser/codec';
+import { DmUserFlag, DmUserRequest, DmUserResponse, SECTOR_SIZE } from '../dmuser/constants';
+import { openChannel } from '../dmuser/socket-channel';
+import { VabError } from '../util/errors';
+import { Logger, nullLogger } from '../util/log';
+
+export interface PassthroughOptions {
+  runDir: string;
+  /** The target's control name. */
+  name: string;
+  /** Backing image: reads, writes and discards go straight to it. */
+  image: string;
+  /** Channels to open (each one an independent connection, like snapuserd's worker threads). */
+  channels?: number;
+  logger?: Logger;
+}
+
+export interface PassthroughDaemon {
+  /** Settles when every channel has ended (the target was removed, or the kernel went away). */
+  readonly done: Promise<void>;
+  /** Closes the channels; what they hold fails in the kernel (or is requeued in supervised mode). */
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_PASSTHROUGH_CHANNELS = 4;
+
+/** Zero-fill chunk for discards (Node has no fallocate). */
+const ZERO_CHUNK = Buffer.alloc(1 << 20);
+
+/**
+ * The reference dm-user daemon, like the kernel selftests' example: it serves a target from an
+ * image file. Each channel answers its messages one at a time, as a snapuserd read worker does;
+ * the channels run side by side. Only async fs is used, so the event loop stays free.
+ */
+export async function startPassthrough(options: PassthroughOptions): Promise<PassthroughDaemon> {
+  const count = options.channels ?? DEFAULT_PASSTHROUGH_CHANNELS;
+  if (!Number.isInteger(count) || count < 1 || count > 64) {
+    throw new VabError('EINVAL_INPUT', `channels must be an integer from 1 to 64, got ${count}`);
+  }
+  const logger = options.logger ?? nullLogger;
+  const image = await fs.open(options.image, 'r+');
+  const channels: DmUserChannel[] = [];
+  try {
+    for (let i = 0; i < count; i++) channels.push(await openChannel(options.runDir, options.name));
+  } catch (err) {
+    await Promise.all(channels.map((c) => c.close()));
+    await image.close();
+    throw err;
+  }
+  logger.info(`passthrough: serving ${options.name} from ${options.image}`, { target: options.name, image: options.image, channels: count });
+  const done = Promise.all(channels.map((channel, index) => serveChannel(channel, index, image, options.image, logger))).then(async () => {
+    await image.close();
+    logger.info(`passthrough: ${options.name} ended`, { target: options.name });
+  });
+  return {
+    done,
+    async stop() {
+      await Promise.all(channels.map((c) => c.close()));
+      await done;
+    },
+  };
+}
+
+async function serveChannel(channel: DmUserChannel, index: number, image: FileHandle, imagePath: string, logger: Logger): Promise<void> {
+  for await (const { header, payload } of channel) {
+    let answer: { type: DmUserResponse; data?: Buffer };
+    try {
+      answer = await perform(image, header, payload);
+    } catch (err) {
+      logger.error(`passthrough: ${DmUserRequest[header.type] ?? header.type} at sector ${header.sector} failed: ${(err as Error).message}`, {
+        image: imagePath,
+        offset: header.sector * SECTOR_SIZE,
+        seq: header.seq,
+        channel: index,
+      });
+      answer = { type: DmUserResponse.Error };
+    }
+    try {
+      await channel.respond({ ...header, type: answer.type }, answer.data);
+    } catch {
+      break; // the channel closed under us; what it held is the kernel's to fail
+    }
+  }
+  await channel.close();
+}
+
+async function perform(image: FileHandle, header: DmUserHeader, payload: Buffer): Promise<{ type: DmUserResponse; data?: Buffer }> {
+  const offset = header.sector * SECTOR_SIZE;
+  switch (header.type) {
+    case DmUserRequest.Read:
+      return { type: DmUserResponse.Success, data: await readFully(image, offset, header.len) };
+    case DmUserRequest.Write:
+      if (header.flags & DmUserFlag.Preflush) await image.datasync();
+      if (payload.length > 0) await writeFully(image, offset, payload);
+      if (header.flags & DmUserFlag.Fua) await image.datasync();
+      return { type: DmUserResponse.Success };
+    case DmUserRequest.Flush:
+      await image.datasync();
+      return { type: DmUserResponse.Success };
+    case DmUserRequest.Discard:
+    case DmUserRequest.WriteZeroes:
+      for (let done = 0; done < header.len; done += ZERO_CHUNK.length) {
+        await writeFully(image, offset + done, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, header.len - done)));
+      }
+      return { type: DmUserResponse.Success };
+    default:
+      return { type: DmUserResponse.Unsupported };
+  }
+}
+
+/** Reads `length` bytes; past the end of the image reads as zeros, like a sparse tail. */
+async function readFully(image: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const out = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await image.read(out, done, length - done, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return out;
+}
+
+async function writeFully(image: FileHandle, offset: number, data: Buffer): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await image.write(data, done, data.length - done, offset + done);
+    done += bytesWritten;
+  }
+}
