@@ -24,6 +24,12 @@ export interface MergeOrder {
 
 export function computeMergeOrder(parsed: ParsedCow, index: BlockIndex, file?: string): MergeOrder {
   const { ops } = parsed;
+  if (parsed.header.majorVersion >= 3 && parsed.sequence.length === 0) {
+    // Every op in COW order: each names its own block, which the block index already proved unique.
+    const order = new Uint32Array(ops.count);
+    for (let op = 0; op < order.length; op++) order[op] = op;
+    return { ops: order, orderedCount: order.length };
+  }
   const ordered = orderedBlocks(parsed);
   const used = new Uint8Array(ops.count);
   const order = new Uint32Array(ops.count);
@@ -31,9 +37,8 @@ export function computeMergeOrder(parsed: ParsedCow, index: BlockIndex, file?: s
   for (let k = 0; k < ordered.length; k++) {
     const block = ordered[k];
     const op = index.lookup(block);
-    const where = { file, offset: sequenceEntryOffset(parsed, k) };
-    if (op < 0 || ops.newBlock[op] !== block) throw corrupt(`sequence entry ${k} names block ${block}, which no op starts at`, where);
-    if (used[op]) throw corrupt(`sequence entry ${k} names block ${block} a second time`, where);
+    if (op < 0 || ops.newBlock[op] !== block) throw corrupt(`sequence entry ${k} names block ${block}, which no op starts at`, { file, offset: sequenceEntryOffset(parsed, k) });
+    if (used[op]) throw corrupt(`sequence entry ${k} names block ${block} a second time`, { file, offset: sequenceEntryOffset(parsed, k) });
     used[op] = 1;
     order[n++] = op;
   }
@@ -46,9 +51,8 @@ export function computeMergeOrder(parsed: ParsedCow, index: BlockIndex, file?: s
 }
 
 function orderedBlocks(parsed: ParsedCow): Uint32Array {
-  if (parsed.header.majorVersion < 3) return v2OrderedBlocks(parsed.ops, parsed.sequence);
-  if (parsed.sequence.length > 0) return parsed.sequence;
-  return parsed.ops.newBlock.subarray(0, parsed.ops.count);
+  // v3 without sequence data never gets here (computeMergeOrder's identity case).
+  return parsed.header.majorVersion < 3 ? v2OrderedBlocks(parsed.ops, parsed.sequence) : parsed.sequence;
 }
 
 function sequenceEntryOffset(parsed: ParsedCow, k: number): number | undefined {

@@ -52,31 +52,32 @@ async function readOps(file: RandomAccessFile, h: CowHeader, fileSize: number, o
       const source = (high & 0xffff) * TWO_POW_32 + chunk.readUInt32LE(at + 8);
       const type = high >>> 28;
       const bits = (high >>> 25) & 7;
-      const where: CowWhere = { file: file.path, offset: opOffset(index, h), op: index };
-      if ((high >>> 16) & 0x1ff) throw corrupt(`unused bits 48..56 of source_info are set`, where);
-      if (bits !== 0 && type !== CowOpType.Replace) throw corrupt(`compression factor ${bits} on a ${opTypeName(type)} op (only replace ops span blocks)`, where);
+      // Built only for an error: a million ops must not cost a million objects.
+      const where = (): CowWhere => ({ file: file.path, offset: opOffset(index, h), op: index });
+      if ((high >>> 16) & 0x1ff) throw corrupt(`unused bits 48..56 of source_info are set`, where());
+      if (bits !== 0 && type !== CowOpType.Replace) throw corrupt(`compression factor ${bits} on a ${opTypeName(type)} op (only replace ops span blocks)`, where());
       const unit = h.blockSize << bits;
-      if (unit > maxUnit) throw corrupt(`compression unit ${unit} exceeds max_compression_size ${maxUnit}`, where);
-      if (newBlock + (1 << bits) > TWO_POW_32) throw corrupt(`blocks ${newBlock}+${1 << bits} run past 2^32`, where);
+      if (unit > maxUnit) throw corrupt(`compression unit ${unit} exceeds max_compression_size ${maxUnit}`, where());
+      if (newBlock + (1 << bits) > TWO_POW_32) throw corrupt(`blocks ${newBlock}+${1 << bits} run past 2^32`, where());
       switch (type) {
         case CowOpType.Copy:
         case CowOpType.Zero:
-          if (dataLength !== 0) throw corrupt(`${opTypeName(type)} op with data_length ${dataLength}`, where);
+          if (dataLength !== 0) throw corrupt(`${opTypeName(type)} op with data_length ${dataLength}`, where());
           ops.push(type, 0, true, newBlock, 0, source, 0);
           break;
         case CowOpType.Replace:
         case CowOpType.Xor: {
-          if (dataLength === 0 || dataLength > unit) throw corrupt(`data_length ${dataLength} is not within 1..${unit}`, where);
+          if (dataLength === 0 || dataLength > unit) throw corrupt(`data_length ${dataLength} is not within 1..${unit}`, where());
           const raw = dataLength === unit;
-          if (!raw && h.compressionAlgorithm === CowCompression.None) throw corrupt(`data_length ${dataLength} is not ${unit} in an uncompressed COW`, where);
-          if (type === CowOpType.Replace && source !== cursor) throw corrupt(`replace data at ${source}, expected ${cursor} (the data area is packed in op order)`, where);
-          if (cursor + dataLength > fileSize) throw truncated(`data ${cursor}..${cursor + dataLength} runs past the end of the file (${fileSize} bytes)`, { ...where, offset: cursor });
+          if (!raw && h.compressionAlgorithm === CowCompression.None) throw corrupt(`data_length ${dataLength} is not ${unit} in an uncompressed COW`, where());
+          if (type === CowOpType.Replace && source !== cursor) throw corrupt(`replace data at ${source}, expected ${cursor} (the data area is packed in op order)`, where());
+          if (cursor + dataLength > fileSize) throw truncated(`data ${cursor}..${cursor + dataLength} runs past the end of the file (${fileSize} bytes)`, { ...where(), offset: cursor });
           ops.push(type, bits, raw, newBlock, dataLength, source, cursor);
           cursor += dataLength;
           break;
         }
         default:
-          throw corrupt(`op type ${type} (${opTypeName(type)}) is not valid in a v3 op area`, where);
+          throw corrupt(`op type ${type} (${opTypeName(type)}) is not valid in a v3 op area`, where());
       }
     }
   }
