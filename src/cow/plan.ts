@@ -41,14 +41,23 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
   const table = await hashBase(base, baseBlocks, bs, options.progress);
   const kinds = new Uint8Array(blockCount);
   const sources = new Uint32Array(blockCount);
-  const newChunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
-  const oldChunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
+  const newChunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
+  const oldChunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
   const candidate = Buffer.allocUnsafe(bs);
-  for (let first = 0; first < blockCount; first += CHUNK_BLOCKS) {
+  // The next chunk of both images is read while this one is compared.
+  const readPair = (first: number, slot: number): Promise<unknown> => {
     const n = Math.min(CHUNK_BLOCKS, blockCount - first);
-    await target.read(newChunk, 0, n * bs, first * bs);
     const oldN = Math.max(0, Math.min(n, baseBlocks - first));
-    if (oldN > 0) await base.read(oldChunk, 0, oldN * bs, first * bs);
+    return quiet(Promise.all([target.read(newChunks[slot], 0, n * bs, first * bs), oldN > 0 ? base.read(oldChunks[slot], 0, oldN * bs, first * bs) : 0]));
+  };
+  let pending = blockCount > 0 ? readPair(0, 0) : Promise.resolve();
+  for (let first = 0, slot = 0; first < blockCount; first += CHUNK_BLOCKS, slot ^= 1) {
+    const n = Math.min(CHUNK_BLOCKS, blockCount - first);
+    const oldN = Math.max(0, Math.min(n, baseBlocks - first));
+    await pending;
+    if (first + CHUNK_BLOCKS < blockCount) pending = readPair(first + CHUNK_BLOCKS, slot ^ 1);
+    const newChunk = newChunks[slot];
+    const oldChunk = oldChunks[slot];
     for (let i = 0; i < n; i++) {
       const t = first + i;
       const block = newChunk.subarray(i * bs, (i + 1) * bs);
@@ -130,10 +139,15 @@ export function orderForMerge(kinds: Uint8Array, sources: Uint32Array): Uint32Ar
 
 async function hashBase(base: RandomAccessFile, blocks: number, bs: number, progress?: Progress): Promise<BlockHashTable> {
   const table = new BlockHashTable(blocks);
-  const chunk = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
-  for (let first = 0; first < blocks; first += CHUNK_BLOCKS) {
+  const chunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
+  const readChunk = (first: number, slot: number) => quiet(base.read(chunks[slot], 0, Math.min(CHUNK_BLOCKS, blocks - first) * bs, first * bs));
+  let pending: Promise<unknown> = blocks > 0 ? readChunk(0, 0) : Promise.resolve();
+  for (let first = 0, slot = 0; first < blocks; first += CHUNK_BLOCKS, slot ^= 1) {
     const n = Math.min(CHUNK_BLOCKS, blocks - first);
-    await base.read(chunk, 0, n * bs, first * bs);
+    await pending;
+    // The next chunk is read while this one is hashed.
+    if (first + CHUNK_BLOCKS < blocks) pending = readChunk(first + CHUNK_BLOCKS, slot ^ 1);
+    const chunk = chunks[slot];
     for (let i = 0; i < n; i++) {
       const block = chunk.subarray(i * bs, (i + 1) * bs);
       if (!isZero(block)) table.insert(hashBlock(block), first + i);
@@ -141,6 +155,12 @@ async function hashBase(base: RandomAccessFile, blocks: number, bs: number, prog
     progress?.advance(n);
   }
   return table;
+}
+
+/** A read started ahead: its failure is seen where it is awaited, never as an unhandled rejection. */
+function quiet<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
 }
 
 /** Open-addressing map from a block's 32-bit hash to the first old block with it (8 bytes a slot). */
