@@ -47,6 +47,7 @@ function registerKernel(program: Command): void {
     .option('--log <file>', 'JSON log file (default: stderr)')
     .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; pageCache?: boolean; log?: string }) => {
       const logger = createLogger('kernel', { file: opts.log });
+      // Handlers first: a supervisor may signal as soon as it sees the ready line.
       const signal = nextSignal();
       const service = await startKernelService({
         mountDir: opts.mount,
@@ -129,9 +130,10 @@ function registerPassthrough(program: Command): void {
     .option('--log <file>', 'JSON log file (default: stderr)')
     .action(async (name: string, opts: { run: string; image: string; channels: number; log?: string }) => {
       const logger = createLogger('passthrough', { file: opts.log });
+      // Handlers first: a supervisor may signal as soon as it sees the serving line.
+      const signal = nextSignal();
       const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels: opts.channels, logger });
       process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${opts.channels} channels\n`);
-      const signal = nextSignal();
       const how = await Promise.race([signal.then(() => 'signal'), daemon.done.then(() => 'ended')]);
       if (how === 'signal') await daemon.stop();
       process.stdout.write(`vab passthrough: ${name} ${how === 'signal' ? 'stopped' : 'target gone'}\n`);

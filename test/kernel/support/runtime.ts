@@ -176,7 +176,9 @@ export class Runtime {
   async dispose(): Promise<void> {
     for (const daemon of this.daemons) daemon.signal('SIGKILL');
     this.kernel.signal('SIGTERM');
-    const stopped = await Promise.race([this.kernel.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const stopped = await Promise.race([this.kernel.exited.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 10_000)))]);
+    clearTimeout(timer);
     if (!stopped) this.kernel.signal('SIGKILL');
     await this.kernel.exited;
     await Promise.all(this.daemons.map((d) => d.exited));
