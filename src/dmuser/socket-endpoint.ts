@@ -96,7 +96,13 @@ function accept(socket: net.Socket, open: (connection: MiscConnection) => MiscCo
     events.closed();
   };
   socket.on('data', (chunk: Buffer) => {
-    if (!closed) events.data(chunk);
+    if (closed) return;
+    try {
+      events.data(chunk);
+    } catch {
+      // A handler bug must not take the kernel down with it: drop this one channel instead.
+      socket.destroy();
+    }
   });
   // The daemon's FIN means its fd is gone for writing answers: the channel is released.
   socket.on('end', close);

@@ -113,13 +113,14 @@ async function perform(image: FileHandle, header: DmUserHeader, payload: Buffer)
 
 /** Reads `length` bytes; past the end of the image reads as zeros, like a sparse tail. */
 async function readFully(image: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const out = Buffer.alloc(length);
+  const out = Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await image.read(out, done, length - done, offset + done);
     if (bytesRead === 0) break;
     done += bytesRead;
   }
+  out.fill(0, done);
   return out;
 }
 
