@@ -11,6 +11,8 @@ COPY src ./src
 COPY bench ./bench
 COPY proto ./proto
 COPY bin ./bin
+COPY scripts ./scripts
+COPY fixtures ./fixtures
 RUN npm run build && npm prune --omit=dev && ln -s /opt/vab/bin/vab /usr/local/bin/vab
 ENTRYPOINT ["vab"]
 CMD ["--help"]

@@ -1,0 +1,130 @@
+/**
+ * Runtime benchmark: IO through `vab kernel` + the passthrough daemon, against the same FUSE
+ * server answering from the image itself (no daemon hop), against reading the image file directly.
+ * Everything is measured in this run, on this machine; ratios are what to compare across runs.
+ *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000]
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { forceUnmountUnder } from '../src/fuse';
+import { dmctl, spawnKernel, spawnPassthrough, VabChild } from '../src/ota/vab-processes';
+
+const MiB = 1024 * 1024;
+
+function option(name: string, fallback: number): number {
+  const at = process.argv.indexOf(`--${name}`);
+  return at > 0 ? Number(process.argv[at + 1]) : fallback;
+}
+
+interface Figures {
+  seqMiBps: number;
+  randIops: number;
+}
+
+async function measure(file: string, size: number, randomReads: number): Promise<Figures> {
+  const handle = await fsp.open(file, 'r');
+  try {
+    const big = Buffer.allocUnsafe(MiB);
+    let started = performance.now();
+    for (let offset = 0; offset < size; offset += MiB) await handle.read(big, 0, MiB, offset);
+    const seqMiBps = size / MiB / ((performance.now() - started) / 1000);
+    const small = Buffer.allocUnsafe(4096);
+    const blocks = size / 4096;
+    started = performance.now();
+    for (let i = 0; i < randomReads; i++) await handle.read(small, 0, 4096, randomInt(blocks) * 4096);
+    const randIops = randomReads / ((performance.now() - started) / 1000);
+    return { seqMiBps, randIops };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Time until a 4 KiB read of `file` fails, and how it failed. */
+async function timeFailingRead(file: string): Promise<{ ms: number; error: string }> {
+  const handle = await fsp.open(file, 'r');
+  const started = performance.now();
+  try {
+    await handle.read(Buffer.alloc(4096), 0, 4096, 0);
+    return { ms: performance.now() - started, error: 'none (read succeeded)' };
+  } catch (err) {
+    return { ms: performance.now() - started, error: (err as NodeJS.ErrnoException).code ?? String(err) };
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeImage(file: string, size: number): Promise<void> {
+  const handle = await fsp.open(file, 'w');
+  try {
+    for (let offset = 0; offset < size; offset += MiB) await handle.write(randomBytes(MiB), 0, MiB, offset);
+  } finally {
+    await handle.close();
+  }
+}
+
+function row(label: string, f: Figures, base?: Figures): string {
+  const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}x` : '-');
+  return `${label.padEnd(34)} ${f.seqMiBps.toFixed(0).padStart(8)} MiB/s ${ratio(f.seqMiBps, base?.seqMiBps).padStart(7)}   ${f.randIops
+    .toFixed(0)
+    .padStart(8)} IOPS ${ratio(f.randIops, base?.randIops).padStart(7)}`;
+}
+
+async function main(): Promise<void> {
+  const size = option('size-mib', 256) * MiB;
+  const randomReads = option('random-reads', 4000);
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-bench-runtime-'));
+  const children: VabChild[] = [];
+  try {
+    const image = path.join(work, 'image.img');
+    await writeImage(image, size);
+    const plainMount = path.join(work, 'plain');
+    const mount = path.join(work, 'mnt');
+    const runDir = path.join(work, 'run');
+    await fsp.mkdir(plainMount);
+
+    const direct = await measure(image, size, randomReads);
+
+    const serverScript = path.join(__dirname, 'support/image-server.js');
+    const noHop = new VabChild(spawn(process.execPath, [serverScript, plainMount, 'bench', image], { stdio: ['ignore', 'pipe', 'pipe'] }), 'image-server');
+    children.push(noHop);
+    await noHop.waitForOutput('ready');
+    const fuseOnly = await measure(path.join(plainMount, 'bench'), size, randomReads);
+    await noHop.stop();
+
+    const kernel = await spawnKernel({ mount, run: runDir, logFile: path.join(work, 'kernel.log') });
+    children.push(kernel);
+    await dmctl(runDir, ['create', 'bench', '--size', String(size)]);
+    const daemon = await spawnPassthrough(runDir, 'bench', image, 4);
+    children.push(daemon);
+    const throughDaemon = await measure(path.join(mount, 'bench'), size, randomReads);
+
+    const timeoutMs = 1000;
+    await dmctl(runDir, ['set', 'daemon_timeout_ms', String(timeoutMs)]);
+    await dmctl(runDir, ['create', 'orphan', '--size', String(MiB)]);
+    const neverHadDaemon = await timeFailingRead(path.join(mount, 'orphan'));
+    await daemon.stop('SIGKILL');
+    const afterDaemonDied = await timeFailingRead(path.join(mount, 'bench'));
+
+    console.log(`vab runtime benchmark: ${size / MiB} MiB block file, 1 MiB sequential reads, ${randomReads} random 4 KiB reads, queue depth 1`);
+    console.log(`${''.padEnd(34)} ${'sequential'.padStart(14)} ${'vs no-hop'.padStart(7)}   ${'random 4K'.padStart(13)} ${'vs no-hop'.padStart(7)}`);
+    console.log(row('image file, page cache (reference)', direct, fuseOnly));
+    console.log(row('FUSE from image, no daemon hop', fuseOnly, fuseOnly));
+    console.log(row('kernel + passthrough daemon', throughDaemon, fuseOnly));
+    console.log(`daemon vs no-hop: sequential ${(throughDaemon.seqMiBps / fuseOnly.seqMiBps).toFixed(2)}x, random ${(throughDaemon.randIops / fuseOnly.randIops).toFixed(2)}x (target >= 0.50x)`);
+    console.log(`daemon vs image file: sequential ${(throughDaemon.seqMiBps / direct.seqMiBps).toFixed(2)}x, random ${(throughDaemon.randIops / direct.randIops).toFixed(2)}x`);
+    console.log(`failure, target never had a daemon: ${neverHadDaemon.error} after ${neverHadDaemon.ms.toFixed(0)} ms (daemon_timeout_ms ${timeoutMs}, ratio ${(neverHadDaemon.ms / timeoutMs).toFixed(2)}x)`);
+    console.log(`failure, daemon killed: ${afterDaemonDied.error} after ${afterDaemonDied.ms.toFixed(1)} ms (expected at once)`);
+  } finally {
+    for (const child of children.reverse()) await child.stop();
+    await forceUnmountUnder(work);
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench/runtime: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
