@@ -58,6 +58,8 @@ class DecodePool {
   private readonly workers: Array<{ worker: Worker; busy: number }> = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
+  /** Set when a worker died: the pool is then replaced, never waited on again. */
+  broken = false;
 
   constructor(size: number) {
     const workerData = { zstdPath: require.resolve('zstd-napi'), bzip2Path: require.resolve('@foxglove/wasm-bz2') };
@@ -75,6 +77,7 @@ class DecodePool {
         else waiter.resolve(Buffer.from(msg.out!.buffer, msg.out!.byteOffset, msg.out!.byteLength));
       });
       worker.on('error', (err) => this.failAll(err));
+      worker.on('exit', (code) => this.failAll(new Error(`decoder thread exited with code ${code}`)));
       worker.unref(); // an idle pool never keeps the process alive
       this.workers.push(slot);
     }
@@ -95,11 +98,13 @@ class DecodePool {
   }
 
   private failAll(err: Error): void {
+    this.broken = true;
     for (const waiter of this.pending.values()) waiter.reject(err);
     this.pending.clear();
   }
 
   async close(): Promise<void> {
+    this.broken = true;
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }
@@ -123,7 +128,7 @@ export async function verifyAndDecompress(kind: Compression, data: Buffer, expec
     }
     return decompress(kind, data, expectedSize);
   }
-  pool ??= new DecodePool(poolSize());
+  if (!pool || pool.broken) pool = new DecodePool(poolSize());
   let out: Buffer;
   try {
     out = await pool.run(kind, data, expectedSize, sha256);
