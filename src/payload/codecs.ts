@@ -40,6 +40,9 @@ function bzip2Module(): Promise<Bzip2Wasm> {
 
 export type Compression = 'zstd' | 'xz' | 'bz2' | 'brotli';
 
+/** Below this, a synchronous call costs less than a trip through libuv's thread pool. */
+const SMALL_INPUT = 64 * 1024;
+
 /**
  * Decompresses `data`. With `expectedSize` the output must be exactly that long; without it the
  * size is found as the data is decoded (bzip2 then retries with a larger buffer).
@@ -97,13 +100,17 @@ export async function compress(kind: Compression, data: Buffer, options: Compres
       return zstd.compress(data, { compressionLevel: options.level ?? 9 });
     case 'xz':
       return lzma.compress(data, { preset: options.level ?? 6, check: lzma.CHECK_NONE, threads: 1 });
-    case 'brotli':
-      return brotliCompress(data, {
-        params: {
-          [zlib.constants.BROTLI_PARAM_QUALITY]: options.level ?? 9,
-          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
-        },
-      });
+    case 'brotli': {
+      // A window no larger than the data: the default 4 MiB window per call dominates the cost
+      // (allocation and garbage collection) of the many small streams bsdiff patches have.
+      const window = Math.min(24, Math.max(10, Math.ceil(Math.log2(data.length + 1))));
+      const params = {
+        [zlib.constants.BROTLI_PARAM_QUALITY]: options.level ?? 9,
+        [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+        [zlib.constants.BROTLI_PARAM_LGWIN]: window,
+      };
+      return data.length < SMALL_INPUT ? zlib.brotliCompressSync(data, { params }) : brotliCompress(data, { params });
+    }
     case 'bz2':
       return Buffer.from(compressjs.Bzip2.compressFile(data, undefined, 9));
   }
