@@ -68,7 +68,7 @@ async function decode(kind: Compression, data: Buffer, expectedSize?: number): P
     case 'xz':
       return lzma.decompress(data);
     case 'brotli':
-      return brotliDecompress(data);
+      return data.length < SMALL_INPUT ? zlib.brotliDecompressSync(data) : brotliDecompress(data);
     case 'bz2':
       return decodeBzip2(data, expectedSize);
   }
