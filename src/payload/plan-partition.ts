@@ -48,15 +48,6 @@ export interface PlanImage {
   size: number;
 }
 
-/** Hashes the first `size` bytes of an image fed to it in order, chunk by chunk. */
-function imageHasher(size: number): { feed: (offset: number, data: Buffer) => void; digest: () => Buffer } {
-  const hash = createHash('sha256');
-  return {
-    feed: (offset, data) => void hash.update(data.subarray(0, Math.max(0, Math.min(data.length, size - offset)))),
-    digest: () => hash.digest(),
-  };
-}
-
 /** Chunks compressed concurrently in full payloads. */
 const COMPRESS_AHEAD = 3;
 
@@ -64,19 +55,29 @@ type BlockClass = { kind: 'zero' } | { kind: 'copy'; src: number } | { kind: 'da
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest();
 
-export async function planPartition(targetImage: PlanImage, sourceImage: PlanImage | undefined, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
+export async function planPartition(target: PlanImage, source: PlanImage | undefined, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
+  return source ? planDelta(target, source, sink, options) : planFull(target, sink, options);
+}
+
+/** Reads an image chunk by chunk, hashing it on the way; returns the image's SHA-256. */
+async function forEachChunk(image: PlanImage, options: Pick<PlanOptions, 'blockSize' | 'chunkBlocks' | 'onProgress'>, visit: (start: number, count: number, data: Buffer) => Promise<void>): Promise<Buffer> {
   const { blockSize, chunkBlocks } = options;
-  const target = targetImage.reader;
-  const targetBlocks = Math.ceil(targetImage.size / blockSize);
-  const source = sourceImage && { reader: sourceImage.reader, blocks: Math.ceil(sourceImage.size / blockSize) };
-  const indexed = sourceImage && (await indexBlocks(sourceImage, blockSize));
-  const sourceIndex = indexed?.index;
-  const newHash = imageHasher(targetImage.size);
+  const hash = createHash('sha256');
+  const blocks = Math.ceil(image.size / blockSize);
+  for (let start = 0; start < blocks; start += chunkBlocks) {
+    const count = Math.min(chunkBlocks, blocks - start);
+    const data = await image.reader.read(start, count);
+    hash.update(data.subarray(0, Math.min(data.length, image.size - start * blockSize)));
+    await visit(start, count, data);
+    options.onProgress?.(count * blockSize);
+  }
+  return hash.digest();
+}
+
+/** One op per chunk: ZERO when the whole chunk is zero, a replace op otherwise. */
+async function planFull(target: PlanImage, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
   const operations: InstallOperation[] = [];
-  const copies: CopyRun[] = [];
-  const zeroBlock = Buffer.alloc(blockSize);
-  // Full payloads compress several chunks at once (xz runs on libuv's threads); blobs are still
-  // appended in op order.
+  // Several chunks compress at once (xz runs on libuv's threads); blobs still go out in op order.
   const compressing: Array<Promise<{ op: InstallOperation; blob?: Buffer }>> = [];
   const settle = async (keep: number) => {
     while (compressing.length > keep) {
@@ -84,56 +85,62 @@ export async function planPartition(targetImage: PlanImage, sourceImage: PlanIma
       operations.push(blob ? await withBlob(op, blob, sink) : op);
     }
   };
-  for (let chunkStart = 0; chunkStart < targetBlocks; chunkStart += chunkBlocks) {
-    const count = Math.min(chunkBlocks, targetBlocks - chunkStart);
-    const data = await target.read(chunkStart, count);
-    newHash.feed(chunkStart * blockSize, data);
+  const zeroChunk = Buffer.alloc(options.chunkBlocks * options.blockSize);
+  const newHash = await forEachChunk(target, options, async (start, count, data) => {
+    const allZero = data.equals(zeroChunk.subarray(0, data.length));
+    const next = allZero ? Promise.resolve({ op: zeroOp(start, count) }) : replaceOp(data, start, count, options);
+    next.catch(() => undefined); // reported by settle(), in order
+    compressing.push(next);
+    await settle(COMPRESS_AHEAD);
+  });
+  await settle(0);
+  return { operations, copies: [], newHash };
+}
+
+/** Per block: zero, found in the old image (copy), or new data (diff or replace), grouped in runs. */
+async function planDelta(target: PlanImage, source: PlanImage, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
+  const { blockSize } = options;
+  const old = await indexBlocks(source, blockSize);
+  const oldImage = { reader: source.reader, blocks: old.keys.length };
+  const operations: InstallOperation[] = [];
+  const copies: CopyRun[] = [];
+  const zeroBlock = Buffer.alloc(blockSize);
+  const newHash = await forEachChunk(target, options, async (chunkStart, count, data) => {
     const classes: BlockClass[] = [];
     for (let i = 0; i < count; i++) {
       const block = data.subarray(i * blockSize, (i + 1) * blockSize);
-      if (block.equals(zeroBlock)) classes.push({ kind: 'zero' });
-      else {
-        const src = sourceIndex?.get(blockKey(block));
-        classes.push(src !== undefined ? { kind: 'copy', src } : { kind: 'data' });
+      if (block.equals(zeroBlock)) {
+        classes.push({ kind: 'zero' });
+        continue;
       }
+      const key = blockKey(block);
+      // An unchanged block stays where it is (a copy onto itself costs nothing to merge).
+      const src = old.keys[chunkStart + i] === key ? chunkStart + i : old.index.get(key);
+      classes.push(src !== undefined ? { kind: 'copy', src } : { kind: 'data' });
     }
-    if (!sourceIndex) {
-      // Full payloads: one op per chunk, ZERO only when the whole chunk is zero.
-      const allZero = classes.every((c) => c.kind === 'zero');
-      compressing.push(allZero ? Promise.resolve({ op: zeroOp(chunkStart, count) }) : replaceOp(data, chunkStart, count, options));
-      compressing[compressing.length - 1].catch(() => undefined); // reported by settle(), in order
-      await settle(COMPRESS_AHEAD);
-    } else {
-      for (const group of groupRuns(classes)) {
-        const start = chunkStart + group.first;
-        const bytes = data.subarray(group.first * blockSize, (group.first + group.count) * blockSize);
-        if (group.kind === 'zero') operations.push(zeroOp(start, group.count));
-        else if (group.kind === 'copy') operations.push(await copyOp(source!.reader, group.sources, start, copies));
-        else operations.push(await dataOp(bytes, start, group.count, source!, sink, options));
-      }
+    for (const group of groupRuns(classes)) {
+      const start = chunkStart + group.first;
+      const bytes = data.subarray(group.first * blockSize, (group.first + group.count) * blockSize);
+      if (group.kind === 'zero') operations.push(zeroOp(start, group.count));
+      else if (group.kind === 'copy') operations.push(await copyOp(source.reader, group.sources, start, copies));
+      else operations.push(await dataOp(bytes, start, group.count, oldImage, sink, options));
     }
-    options.onProgress?.(count * blockSize);
-  }
-  await settle(0);
-  return { operations, copies, newHash: newHash.digest(), oldHash: indexed?.hash };
+  });
+  return { operations, copies, newHash, oldHash: old.hash };
 }
 
-/** First block of the old image holding each distinct content, and the image's hash. */
-async function indexBlocks(image: PlanImage, blockSize: number): Promise<{ index: Map<string, number>; hash: Buffer }> {
+/** Each old block's content key, the first block holding each content, and the image's hash. */
+async function indexBlocks(image: PlanImage, blockSize: number): Promise<{ keys: string[]; index: Map<string, number>; hash: Buffer }> {
+  const keys: string[] = [];
   const index = new Map<string, number>();
-  const hasher = imageHasher(image.size);
-  const blocks = Math.ceil(image.size / blockSize);
-  const step = 1024;
-  for (let start = 0; start < blocks; start += step) {
-    const count = Math.min(step, blocks - start);
-    const data = await image.reader.read(start, count);
-    hasher.feed(start * blockSize, data);
+  const hash = await forEachChunk(image, { blockSize, chunkBlocks: 1024 }, async (start, count, data) => {
     for (let i = 0; i < count; i++) {
       const key = blockKey(data.subarray(i * blockSize, (i + 1) * blockSize));
+      keys.push(key);
       if (!index.has(key)) index.set(key, start + i);
     }
-  }
-  return { index, hash: hasher.digest() };
+  });
+  return { keys, index, hash };
 }
 
 function blockKey(block: Buffer): string {

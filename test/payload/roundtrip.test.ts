@@ -81,4 +81,23 @@ describe('generate then extract, random images', () => {
     await generatePayload({ targetDir: path.join(dir, 'new'), output: full });
     expect((await fs.stat(file)).size).toBeLessThan((await fs.stat(full)).size / 2);
   });
+
+  it('keeps unchanged blocks in place even when their content also appears earlier', async () => {
+    // Every block holds the same bytes: "first block with this content" would be block 0 for all.
+    const same = Buffer.concat(Array.from({ length: 64 }, () => Buffer.alloc(4096, 0x5c)));
+    await writeImages(path.join(dir, 'same-old'), { data: same });
+    await writeImages(path.join(dir, 'same-new'), { data: same });
+    const file = path.join(dir, 'same.bin');
+    await generatePayload({ targetDir: path.join(dir, 'same-new'), sourceDir: path.join(dir, 'same-old'), output: file });
+    const payload = await PayloadFile.open(file);
+    try {
+      const [partition] = payload.manifest.partitions;
+      expect(partition.operations.map((op) => [op.type, op.src_extents, op.dst_extents])).toEqual([
+        [OpType.SOURCE_COPY, [{ start_block: 0, num_blocks: 64 }], [{ start_block: 0, num_blocks: 64 }]],
+      ]);
+      expect(partition.merge_operations).toEqual([]);
+    } finally {
+      await payload.close();
+    }
+  });
 });
