@@ -15,9 +15,8 @@ import { VabError } from '../util/errors';
  */
 
 interface LzmaNative {
-  compress(data: Buffer, options: { preset: number; check?: number; threads?: number }): Promise<Buffer>;
+  compress(data: Buffer, options: { preset: number; threads?: number }): Promise<Buffer>;
   decompress(data: Buffer): Promise<Buffer>;
-  CHECK_NONE: number;
 }
 interface CompressJs {
   Bzip2: { compressFile(data: Uint8Array, output?: undefined, blockSize?: number): number[] | Uint8Array };
@@ -99,7 +98,9 @@ export async function compress(kind: Compression, data: Buffer, options: Compres
     case 'zstd':
       return zstd.compress(data, { compressionLevel: options.level ?? 9 });
     case 'xz':
-      return lzma.compress(data, { preset: options.level ?? 6, check: lzma.CHECK_NONE, threads: 1 });
+      // lzma-native always writes a CRC32 check (it maps "none" to CRC32); AOSP writes none.
+      // Every xz decoder, xz-embedded on devices included, handles CRC32.
+      return lzma.compress(data, { preset: options.level ?? 6, threads: 1 });
     case 'brotli': {
       // A window no larger than the data: the default 4 MiB window per call dominates the cost
       // (allocation and garbage collection) of the many small streams bsdiff patches have.
