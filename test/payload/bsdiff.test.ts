@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { bsdiff, bsdiffStreams, longestMatch, suffixArray } from '../../src/payload/bsdiff';
-import { BSDF2_MAGIC, bspatch, decodePatch, readOfft, writeOfft } from '../../src/payload/bsdiff-format';
+import { BSDF2_MAGIC, bspatch, decodePatch, encodeBsdf2, readOfft, writeOfft } from '../../src/payload/bsdiff-format';
 
 const run = promisify(execFile);
 
@@ -38,6 +38,42 @@ describe('bsdiff integers', () => {
     expect(out.equals(golden)).toBe(true);
     writeOfft(out, 0, 0x0102030405);
     expect([...out]).toEqual([0x05, 0x04, 0x03, 0x02, 0x01, 0x00, 0x00, 0x00]);
+  });
+});
+
+describe('BSDF2 container', () => {
+  // One control entry (diff 3, extra 2, seek -1), uncompressed streams, new size 5.
+  const golden = Buffer.from(
+    [
+      '42 53 44 46 32 00 00 00', // "BSDF2", compressors none/none/none
+      '18 00 00 00 00 00 00 00', // control length 24
+      '03 00 00 00 00 00 00 00', // diff length 3
+      '05 00 00 00 00 00 00 00', // new size 5
+      '03 00 00 00 00 00 00 00', // control: diff 3
+      '02 00 00 00 00 00 00 00', //          extra 2
+      '01 00 00 00 00 00 00 80', //          seek -1
+      '01 02 03', // diff bytes
+      '78 79', // extra bytes "xy"
+    ]
+      .join(' ')
+      .replace(/ /g, ''),
+    'hex',
+  );
+
+  it('encodes to and decodes from the golden bytes', async () => {
+    const control = [{ diff: 3, extra: 2, seek: -1 }];
+    expect((await encodeBsdf2(control, Buffer.from([1, 2, 3]), Buffer.from('xy'), 5, 'none')).equals(golden)).toBe(true);
+    expect(await decodePatch(golden)).toEqual({ format: 'BSDF2', newSize: 5, control, diff: Buffer.from([1, 2, 3]), extra: Buffer.from('xy') });
+    // old "abc" + diff 1,2,3 = "bdf", then the extra bytes.
+    expect((await bspatch(Buffer.from('abc'), golden)).toString()).toBe('bdfxy');
+  });
+
+  it('refuses an unknown compressor id and a truncated stream', async () => {
+    const bad = Buffer.from(golden);
+    bad[6] = 9;
+    await expect(decodePatch(bad)).rejects.toThrow('BSDF2 compressor id 9 at byte 6 is unknown');
+    await expect(decodePatch(golden.subarray(0, 50))).rejects.toThrow(/bsdiff header is inconsistent: control 24, diff 3, new size 5, patch 50 bytes/);
+    await expect(decodePatch(golden.subarray(0, 60))).rejects.toThrow('uncompressed bsdiff stream has 1 bytes, expected 2');
   });
 });
 
