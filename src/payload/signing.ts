@@ -34,26 +34,22 @@ function modulusBytes(key: KeyObject, file?: string): number {
 }
 
 /** A PEM private key, PKCS#1 ("BEGIN RSA PRIVATE KEY") or PKCS#8 ("BEGIN PRIVATE KEY"). */
-export async function loadPrivateKey(file: string): Promise<KeyObject> {
-  const pem = await readPem(file);
-  let key: KeyObject;
-  try {
-    key = createPrivateKey({ key: pem, format: 'pem' });
-  } catch (err) {
-    throw new VabError('EINVAL_INPUT', `not a PEM private key: ${(err as Error).message}`, { file, cause: err });
-  }
-  modulusBytes(key, file);
-  return key;
+export function loadPrivateKey(file: string): Promise<KeyObject> {
+  return loadKey(file, 'private', createPrivateKey);
 }
 
 /** A PEM public key (SubjectPublicKeyInfo, as `openssl rsa -pubout` writes; PKCS#1 also works). */
-export async function loadPublicKey(file: string): Promise<KeyObject> {
+export function loadPublicKey(file: string): Promise<KeyObject> {
+  return loadKey(file, 'public', createPublicKey);
+}
+
+async function loadKey(file: string, kind: string, create: (options: { key: string; format: 'pem' }) => KeyObject): Promise<KeyObject> {
   const pem = await readPem(file);
   let key: KeyObject;
   try {
-    key = createPublicKey({ key: pem, format: 'pem' });
+    key = create({ key: pem, format: 'pem' });
   } catch (err) {
-    throw new VabError('EINVAL_INPUT', `not a PEM public key: ${(err as Error).message}`, { file, cause: err });
+    throw new VabError('EINVAL_INPUT', `not a PEM ${kind} key: ${(err as Error).message}`, { file, cause: err });
   }
   modulusBytes(key, file);
   return key;

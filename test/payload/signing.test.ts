@@ -114,5 +114,7 @@ describe('signed payloads', () => {
     await run('openssl', ['genrsa', '-out', path.join(dir, 'k1024.pem'), '1024']);
     await expect(loadPrivateKey(path.join(dir, 'k1024.pem'))).rejects.toThrow(/RSA-2048 or RSA-4096, this one is rsa 1024 bits/);
     await expect(loadPublicKey(path.join(dir, 'k2048.pem.missing'))).rejects.toThrow(/cannot read key/);
+    await fs.writeFile(path.join(dir, 'garbage.pem'), 'not a key\n');
+    await expect(loadPublicKey(path.join(dir, 'garbage.pem'))).rejects.toThrow(/garbage\.pem: not a PEM public key/);
   });
 });
