@@ -46,7 +46,8 @@ export interface MiscEndpoint {
  */
 export async function listenMiscEndpoint(file: string, open: (connection: MiscConnection) => MiscConnectionEvents): Promise<MiscEndpoint> {
   await removeStaleSocket(file);
-  const server = net.createServer({ allowHalfOpen: false }, (socket) => accept(socket, open));
+  // Paused: `accept` takes the connection over before any byte is read.
+  const server = net.createServer({ allowHalfOpen: false, pauseOnConnect: true }, (socket) => accept(socket, open));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(file, () => {
@@ -66,7 +67,21 @@ export async function listenMiscEndpoint(file: string, open: (connection: MiscCo
   };
 }
 
-function accept(socket: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents): void {
+/** Size of the per-connection read buffer: a few socket buffers' worth of answer bytes per read. */
+const READ_BUFFER_SIZE = 512 * 1024;
+
+function accept(accepted: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents): void {
+  let events: MiscConnectionEvents | undefined;
+  let closed = false;
+  const socket = withReusedReadBuffer(accepted, (chunk) => {
+    if (closed || !events) return;
+    try {
+      events.data(chunk);
+    } catch {
+      // A handler bug must not take the kernel down with it: drop this one channel instead.
+      socket.destroy();
+    }
+  });
   let ended = false;
   const connection: MiscConnection = {
     send(chunks) {
@@ -88,26 +103,37 @@ function accept(socket: net.Socket, open: (connection: MiscConnection) => MiscCo
       socket.destroy();
     },
   };
-  const events = open(connection);
-  let closed = false;
+  events = open(connection);
   const close = (): void => {
     if (closed) return;
     closed = true;
-    events.closed();
+    events?.closed();
   };
-  socket.on('data', (chunk: Buffer) => {
-    if (closed) return;
-    try {
-      events.data(chunk);
-    } catch {
-      // A handler bug must not take the kernel down with it: drop this one channel instead.
-      socket.destroy();
-    }
-  });
   // The daemon's FIN means its fd is gone for writing answers: the channel is released.
   socket.on('end', close);
   socket.on('close', close);
   socket.on('error', () => undefined);
+  socket.resume();
+}
+
+/**
+ * READ answers are the bulk of the traffic (up to 1 MiB each). A stream socket allocates a fresh
+ * 64 KiB Buffer per read; with net's `onread` the bytes land in one reused buffer, in fewer and
+ * larger reads: less garbage and fewer callbacks (measured: about twice the socket throughput, and
+ * far more small answers per second). Reading straight into each answer's payload was tried and was
+ * slower than this one copy. Node offers `onread` only when constructing a socket, so the accepted
+ * handle is wrapped in a new one; without that handle the plain stream is used. `deliver` must not
+ * keep its chunk: the next read overwrites it.
+ */
+function withReusedReadBuffer(accepted: net.Socket, deliver: (chunk: Buffer) => void): net.Socket {
+  const handle = (accepted as unknown as { _handle?: unknown })._handle;
+  if (!handle) {
+    accepted.on('data', deliver);
+    return accepted;
+  }
+  const buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE);
+  const callback = (length: number): void => deliver(buffer.subarray(0, length));
+  return new net.Socket({ handle, readable: true, writable: true, onread: { buffer, callback } } as net.SocketConstructorOpts);
 }
 
 async function removeStaleSocket(file: string): Promise<void> {
