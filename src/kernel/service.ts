@@ -3,7 +3,7 @@ import path from 'node:path';
 import { forceUnmount } from '../fuse/cleanup';
 import { mountBlockFiles } from '../fuse';
 import type { FuseSession } from '../fuse/types';
-import { VabError } from '../util/errors';
+import { VabError, errnoCode } from '../util/errors';
 import type { Logger } from '../util/log';
 import { startControlServer } from './control';
 import { kernelIsRunning } from './control-client';
@@ -41,16 +41,14 @@ export async function startKernelService(options: KernelServiceOptions): Promise
   if (await kernelIsRunning(runDir)) {
     throw new VabError('ESTATE', `a vab kernel is already running with run directory ${runDir}`);
   }
-  // A kernel killed earlier leaves its FUSE mount behind (ENOTCONN); nothing else owns this dir.
-  const stale = await forceUnmount(mountDir);
-  if (stale > 0) logger.warn('removed a stale FUSE mount left by a dead kernel', { mount: mountDir, count: stale });
+  await clearStaleMount(mountDir, logger);
   await fs.mkdir(mountDir, { recursive: true });
   await removeStaleEndpoints(runDir);
 
   const kernel = new Kernel({ runDir, params: options.params, logger });
   let session: FuseSession;
   try {
-    session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, source: 'vab-kernel', logger });
+    session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, source: `${MOUNT_SOURCE}${process.pid}`, logger });
   } catch (err) {
     await kernel.shutdown();
     throw err;
@@ -88,6 +86,47 @@ export async function startKernelService(options: KernelServiceOptions): Promise
   });
   logger.info('kernel ready', { mount: mountDir, run: runDir, params: kernel.params, connection: session.connection });
   return { kernel, mountDir, runDir, stop, ended };
+}
+
+/** The mount's source names the serving kernel's pid, so a later kernel can tell stale from live. */
+const MOUNT_SOURCE = 'vab-kernel-';
+
+/**
+ * A kernel killed earlier leaves its FUSE mount behind (every access gets ENOTCONN): remove it.
+ * A mount whose kernel is alive, or any mount that is not a kernel's, is left alone and refused.
+ */
+async function clearStaleMount(mountDir: string, logger: Logger): Promise<void> {
+  for (const mount of await mountsAt(mountDir)) {
+    const pid = mount.source.startsWith(MOUNT_SOURCE) ? Number(mount.source.slice(MOUNT_SOURCE.length)) : NaN;
+    if (!mount.fstype.startsWith('fuse') || !Number.isSafeInteger(pid)) {
+      throw new VabError('ESTATE', `${mountDir} already has a ${mount.fstype} mount (${mount.source}) that is not a vab kernel's; unmount it first`);
+    }
+    if (isAlive(pid)) throw new VabError('ESTATE', `a vab kernel (pid ${pid}) is already serving ${mountDir}`);
+  }
+  const removed = await forceUnmount(mountDir);
+  if (removed > 0) logger.warn('removed a stale FUSE mount left by a dead kernel', { mount: mountDir, count: removed });
+}
+
+async function mountsAt(dir: string): Promise<Array<{ fstype: string; source: string }>> {
+  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
+  const found: Array<{ fstype: string; source: string }> = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (dash < 6 || fields.length < dash + 3) continue;
+    const mountpoint = fields[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+    if (mountpoint === dir) found.push({ fstype: fields[dash + 1], source: fields[dash + 2] });
+  }
+  return found;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) !== 'ESRCH';
+  }
 }
 
 async function removeStaleEndpoints(runDir: string): Promise<void> {

@@ -103,6 +103,12 @@ describe('vab dmctl and vab passthrough against a running kernel', () => {
     const second = await vab(['kernel', '--mount', path.join(rt.dir, 'mnt2'), '--run', rt.run]);
     expect(second.code).not.toBe(0);
     expect(second.stderr).toMatch(/already running/);
+    // Nor on the live kernel's mount from another run directory: its mount must survive.
+    const intruder = await vab(['kernel', '--mount', rt.mount, '--run', path.join(rt.dir, 'run2')]);
+    expect(intruder.code).not.toBe(0);
+    expect(intruder.stderr).toMatch(new RegExp(`pid ${rt.kernel.pid}\\) is already serving`));
+    expect(await isMounted(rt.mount)).toBe(true);
+    expect((await rt.dmctl(['list'])).code).toBe(0);
   });
 });
 
