@@ -5,7 +5,7 @@ import { fsyncDirectory } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { encodeHeader, PAYLOAD_MAJOR_VERSION } from './header';
-import { ImageFileReader } from './image-io';
+import { ImageFileReader, writeFully } from './image-io';
 import { DEFAULT_BLOCK_SIZE, DeltaArchiveManifest, PartitionUpdate, encodeManifest } from './manifest';
 import { mergeSequence } from './merge-sequence';
 import { BlobSink, planPartition } from './plan-partition';
@@ -74,7 +74,7 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
     const sink: BlobSink = {
       append: async (blob) => {
         const offset = blobBytes;
-        await blobs.write(blob, 0, blob.length, offset);
+        await writeFully(blobs, blob, offset);
         blobBytes += blob.length;
         return offset;
       },
@@ -174,7 +174,7 @@ async function writePayloadFile(output: string, manifest: DeltaArchiveManifest, 
   try {
     let position = 0;
     const put = async (data: Buffer) => {
-      await out.write(data, 0, data.length, position);
+      await writeFully(out, data, position);
       position += data.length;
     };
     await put(metadata);

@@ -130,7 +130,8 @@ export class ImageFileWriter implements PartitionWriter {
   }
 }
 
-async function writeFully(handle: fs.FileHandle, data: Buffer, position: number): Promise<void> {
+/** Writes all of `data` at `position` (a single write may take only part of it). */
+export async function writeFully(handle: fs.FileHandle, data: Buffer, position: number): Promise<void> {
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
     done += bytesWritten;
