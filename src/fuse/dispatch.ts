@@ -8,7 +8,16 @@ import { Errno, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FOPEN_DIRECT_IO, Fuse
 import { FileRequestContext, FuseErrnoError } from './types';
 
 /** What to send back for one request: a body (possibly in several pieces), an errno, or nothing. */
-export type Reply = { unique: bigint; error: number } | { unique: bigint; body: Buffer[] } | { unique: bigint; none: true };
+export type Reply =
+  | { unique: bigint; error: number }
+  /** `sent`: to call once the body has been written (or dropped), so its buffers may be reused. */
+  | { unique: bigint; body: Buffer[]; sent?: () => void }
+  | { unique: bigint; none: true };
+
+/** Filled in by a route whose reply body borrows a provider's buffer. */
+interface AfterReply {
+  sent?: () => void;
+}
 
 /** Opcodes the kernel never expects a reply to. */
 const NO_REPLY = new Set<number>([FuseOpcode.FORGET, FuseOpcode.BATCH_FORGET, FuseOpcode.INTERRUPT, FuseOpcode.NOTIFY_REPLY]);
@@ -69,9 +78,10 @@ export class Dispatcher {
         throw new FuseDecodeError(`header says ${header.len} bytes, read ${request.length}`, 0, header.len > request.length);
       }
       const body = request.subarray(IN_HEADER_SIZE);
-      const result = await this.route(header, body);
+      const after: AfterReply = {};
+      const result = await this.route(header, body, after);
       if (NO_REPLY.has(opcode)) return { unique, none: true };
-      return { unique, body: result ?? [] };
+      return { unique, body: result ?? [], sent: after.sent };
     } catch (err) {
       if (NO_REPLY.has(opcode)) return { unique, none: true };
       const errno = errnoOf(err);
@@ -82,7 +92,7 @@ export class Dispatcher {
     }
   }
 
-  private async route(h: InHeader, body: Buffer): Promise<Buffer[] | undefined> {
+  private async route(h: InHeader, body: Buffer, after: AfterReply): Promise<Buffer[] | undefined> {
     const ctx: FileRequestContext = { pid: h.pid, uid: h.uid, gid: h.gid };
     const fs = this.fs;
     switch (h.opcode) {
@@ -112,7 +122,9 @@ export class Dispatcher {
       }
       case FuseOpcode.READ: {
         const r = ioIn.decode(body);
-        return [await fs.read(fs.fileOf(r.fh, h.nodeid), r.offset, r.size, ctx)];
+        const data = await fs.read(fs.fileOf(r.fh, h.nodeid), r.offset, r.size, ctx);
+        after.sent = () => fs.recycle(data);
+        return [data];
       }
       case FuseOpcode.WRITE: {
         const w = ioIn.decode(body);

@@ -91,6 +91,11 @@ export class BlockFileSystem {
     return data.length === length ? data : data.subarray(0, length);
   }
 
+  /** The reply carrying a buffer from `read` has left: the provider may reuse it. */
+  recycle(data: Buffer): void {
+    this.provider.recycle?.(data);
+  }
+
   /** Like a block device: what fits before the end is written, nothing past it (ENOSPC). */
   async write(file: BlockFile, offset: number, data: Buffer, ctx: FileRequestContext): Promise<number> {
     if (!file.writable) throw new FuseErrnoError(Errno.EROFS, `${file.name} is read-only`);

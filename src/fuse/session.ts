@@ -120,6 +120,9 @@ class Session implements FuseSession {
       // ENOENT: the request is gone (interrupted, or the connection was aborted). Not an error of ours.
       if (code === 'ENOENT' || code === 'ENODEV' || code === 'ECONNABORTED') this.logger.debug('FUSE reply dropped', { code });
       else this.logger.error('FUSE reply refused by the kernel', { code, unique: reply.unique.toString(), length });
+    } finally {
+      // Written means copied by the kernel (or refused): either way the buffers are free again.
+      if ('sent' in reply) reply.sent?.();
     }
   }
 

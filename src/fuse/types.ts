@@ -32,6 +32,12 @@ export interface BlockFileProvider {
   lookup(name: string): BlockFile | undefined;
   /** Resolves with exactly `length` bytes (the server clamps requests to the file size first). */
   read(file: BlockFile, offset: number, length: number, ctx: FileRequestContext): Promise<Buffer>;
+  /**
+   * Optional: called with what `read` resolved with (or a view of it) once the reply carrying it
+   * has been written to /dev/fuse or dropped; the provider may reuse that memory from then on. Not
+   * called when the read's reply is an error.
+   */
+  recycle?(data: Buffer): void;
   write(file: BlockFile, offset: number, data: Buffer, ctx: FileRequestContext): Promise<void>;
   /** fsync / fdatasync: make earlier writes durable. */
   flush(file: BlockFile, ctx: FileRequestContext): Promise<void>;

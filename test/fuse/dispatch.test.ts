@@ -82,6 +82,24 @@ describe('requests on block files', () => {
     expect(errorOf(await dispatcher.handle(request(Op.LOOKUP, SYSTEM, nameBody('x'))))).toBe(20);
   });
 
+  it('hands a READ buffer back to the provider only once the reply is sent, and never after an error', async () => {
+    const recycled: Buffer[] = [];
+    env.provider.recycle = (data) => void recycled.push(data);
+    const fh = await open(SYSTEM);
+    const answer = Buffer.alloc(4096, 7);
+    env.setRead(async () => answer);
+    const reply = await dispatcher.handle(request(Op.READ, SYSTEM, ioBody(fh, 0, 4096)));
+    expect(recycled).toEqual([]);
+    expect(reply && 'sent' in reply && typeof reply.sent).toBe('function');
+    if (reply && 'sent' in reply) reply.sent?.();
+    expect(recycled).toHaveLength(1);
+    expect(recycled[0].buffer).toBe(answer.buffer);
+    env.setRead(async () => Buffer.alloc(10));
+    const failed = await dispatcher.handle(request(Op.READ, SYSTEM, ioBody(fh, 0, 4096)));
+    expect(errorOf(failed)).toBe(5);
+    expect(failed && 'sent' in failed).toBe(false);
+  });
+
   it('clamps reads at the end of the file and refuses a short provider answer inside it', async () => {
     const fh = await open(SYSTEM);
     expect(bodyOf(await dispatcher.handle(request(Op.READ, SYSTEM, ioBody(fh, 8192, 4096)))).length).toBe(10_000 - 8192);
