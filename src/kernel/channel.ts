@@ -31,7 +31,8 @@ export class KernelChannel {
   private readonly held = new Map<number, KernelMessage>();
   private readonly scratch = Buffer.alloc(DM_USER_HEADER_SIZE);
   private scratchFill = 0;
-  private answering: { message: KernelMessage; payload: Buffer; fill: number } | undefined;
+  /** The READ answer whose payload is arriving; `payload` is undefined when its bytes are discarded. */
+  private answering: { message: KernelMessage; payload: Buffer | undefined; length: number; fill: number } | undefined;
   private poisonReason: string | undefined;
   private isClosed = false;
   private noMoreMessages = false;
@@ -121,19 +122,24 @@ export class KernelChannel {
       this.owner.slotFreed();
       return take;
     }
-    this.answering = { message, payload: Buffer.allocUnsafe(message.answerPayloadLength), fill: 0 };
+    const length = message.answerPayloadLength;
+    // A late answer to a timed-out message is parsed but its bytes go nowhere.
+    const payload = message.settled ? undefined : (message.answerInto ?? Buffer.allocUnsafe(length));
+    this.answering = { message, payload, length, fill: 0 };
     return take;
   }
 
   private takePayload(bytes: Buffer): WriteResult {
     const answering = this.answering!;
-    const take = Math.min(answering.payload.length - answering.fill, bytes.length);
-    bytes.copy(answering.payload, answering.fill, 0, take);
+    const take = Math.min(answering.length - answering.fill, bytes.length);
+    // Settled mid-answer (io timeout): stop writing into a buffer its IO no longer owns.
+    if (answering.payload && answering.message.settled) answering.payload = undefined;
+    if (answering.payload) bytes.copy(answering.payload, answering.fill, 0, take);
     answering.fill += take;
-    if (answering.fill === answering.payload.length) {
+    if (answering.fill === answering.length) {
       this.answering = undefined;
       this.held.delete(answering.message.seq);
-      answering.message.succeed(answering.payload);
+      if (answering.payload) answering.message.succeed(answering.payload);
       this.owner.slotFreed();
     }
     return take;
@@ -160,8 +166,8 @@ export class KernelChannel {
     if (this.isClosed) return { orphans: [], poisoned: this.poisoned };
     this.isClosed = true;
     if (this.answering && !this.poisoned) {
-      const { message, fill, payload } = this.answering;
-      this.owner.logger.warn(`dm-user ${this.owner.name}: channel ${this.id} closed ${fill} of ${payload.length} bytes into the answer to seq ${message.seq}`, {
+      const { message, fill, length } = this.answering;
+      this.owner.logger.warn(`dm-user ${this.owner.name}: channel ${this.id} closed ${fill} of ${length} bytes into the answer to seq ${message.seq}`, {
         target: this.owner.name,
         channel: this.id,
         seq: message.seq,

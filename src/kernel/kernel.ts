@@ -6,9 +6,10 @@ import type { BlockFile, BlockFileProvider, FileRequestContext } from '../fuse/t
 import { FuseErrnoError } from '../fuse/types';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { BufferPool } from './buffer-pool';
 import { EINVAL, EIO } from './message';
 import { KernelParams, checkParam, resolveParams } from './params';
-import { Target, TargetInfo } from './target';
+import { IoRequest, Target, TargetInfo } from './target';
 
 export interface KernelOptions {
   /** Holds `dm-user/<name>` endpoints. */
@@ -43,6 +44,7 @@ export class Kernel implements BlockFileProvider {
   /** Removed targets whose channels may still answer what they hold (shut down with the kernel). */
   private retired: Target[] = [];
   private nextFileId = 2; // 1 is the FUSE root
+  private readonly readBuffers = new BufferPool();
   private stopped = false;
 
   constructor(options: KernelOptions) {
@@ -132,8 +134,15 @@ export class Kernel implements BlockFileProvider {
     // Reads are widened to whole sectors: harmless, and tools probing a few bytes keep working.
     const start = Math.floor(offset / SECTOR_SIZE) * SECTOR_SIZE;
     const end = Math.ceil((offset + length) / SECTOR_SIZE) * SECTOR_SIZE;
-    const data = await target.submit({ type: DmUserRequest.Read, flags: 0, sector: start / SECTOR_SIZE, len: end - start });
+    // Every piece's answer lands in its own slice of one buffer: no reassembly copy. The buffer
+    // comes back through recycle() once the FUSE reply has been written; a failed read's never does.
+    const data = this.readBuffers.take(end - start);
+    await this.submitPieces(target, DmUserRequest.Read, start, data.length, (at, len) => ({ answerInto: data.subarray(at, at + len) }));
     return start === offset && end - start === length ? data : data.subarray(offset - start, offset - start + length);
+  }
+
+  recycle(data: Buffer): void {
+    this.readBuffers.give(data);
   }
 
   async write(file: BlockFile, offset: number, data: Buffer, _ctx?: FileRequestContext): Promise<void> {
@@ -143,7 +152,28 @@ export class Kernel implements BlockFileProvider {
     checkAligned(file, 'write', offset, data.length);
     // A copy: the caller may reuse its buffer once we settle, and a timed-out message can still
     // be sitting in the socket's output queue.
-    await target.submit({ type: DmUserRequest.Write, flags: 0, sector: offset / SECTOR_SIZE, len: data.length, data: Buffer.from(data) });
+    const copy = Buffer.from(data);
+    await this.submitPieces(target, DmUserRequest.Write, offset, copy.length, (at, len) => ({ data: copy.subarray(at, at + len) }));
+  }
+
+  /**
+   * One READ or WRITE as messages of at most max_io_bytes (the block layer splitting a bio at the
+   * queue's limit). Each piece is a message of its own, with its own seq, channel, timers and
+   * supervised requeue; the IO succeeds when every piece has, and fails with the first failure,
+   * once (Promise.all keeps listening to the other pieces, so their failures are not unhandled).
+   */
+  private async submitPieces(target: Target, type: DmUserRequest, start: number, total: number, piece: (at: number, len: number) => Partial<IoRequest>): Promise<void> {
+    const max = this.params.max_io_bytes;
+    if (total <= max) {
+      await target.submit({ type, flags: 0, sector: start / SECTOR_SIZE, len: total, ...piece(0, total) });
+      return;
+    }
+    const pieces: Promise<Buffer>[] = [];
+    for (let at = 0; at < total; at += max) {
+      const len = Math.min(max, total - at);
+      pieces.push(target.submit({ type, flags: 0, sector: (start + at) / SECTOR_SIZE, len, ...piece(at, len) }));
+    }
+    await Promise.all(pieces);
   }
 
   async flush(file: BlockFile, _ctx?: FileRequestContext): Promise<void> {

@@ -19,6 +19,12 @@ export class KernelMessage {
   readonly header: Readonly<DmUserHeader>;
   /** WRITE payload; empty otherwise. */
   readonly data: Buffer;
+  /**
+   * Where a READ answer's payload is copied (exactly `len` bytes), typically one piece of the
+   * buffer of a larger IO; without it the channel allocates one. Bytes arriving for a message that
+   * has already settled (timed out) are never copied here: the IO's owner may have moved on.
+   */
+  readonly answerInto: Buffer | undefined;
   readonly promise: Promise<Buffer>;
   settled = false;
   /** The no-daemon timer (the seed patch's per-message delayed work). */
@@ -28,9 +34,10 @@ export class KernelMessage {
   private resolveWith!: (data: Buffer) => void;
   private rejectWith!: (err: Error) => void;
 
-  constructor(header: DmUserHeader, data: Buffer) {
+  constructor(header: DmUserHeader, data: Buffer, answerInto?: Buffer) {
     this.header = header;
     this.data = data;
+    this.answerInto = answerInto;
     this.promise = new Promise<Buffer>((resolve, reject) => {
       this.resolveWith = resolve;
       this.rejectWith = reject;

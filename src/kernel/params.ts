@@ -24,6 +24,13 @@ export interface KernelParams {
   io_timeout_ms: number;
   /** How many unanswered messages one channel may hold; the next message waits for a free slot. */
   channel_window: number;
+  /**
+   * The largest READ or WRITE one message carries, like the block queue's max_sectors_kb: a larger
+   * IO on a block file is split into consecutive messages (consecutive seqs), spread over the
+   * channels, and fails as a whole (EIO, once) if any piece fails. Splitting lets the daemon read
+   * one piece while the previous one is still crossing the socket. A multiple of 512.
+   */
+  max_io_bytes: number;
 }
 
 export const DEFAULT_PARAMS: Readonly<KernelParams> = {
@@ -31,15 +38,17 @@ export const DEFAULT_PARAMS: Readonly<KernelParams> = {
   restart_grace_ms: 0,
   io_timeout_ms: 30_000,
   channel_window: 2,
+  max_io_bytes: 1024 * 1024,
 };
 
 export type KernelParamName = keyof KernelParams;
 
-const LIMITS: Record<KernelParamName, { min: number; max: number }> = {
+const LIMITS: Record<KernelParamName, { min: number; max: number; multipleOf?: number }> = {
   daemon_timeout_ms: { min: 0, max: 3_600_000 },
   restart_grace_ms: { min: 0, max: 3_600_000 },
   io_timeout_ms: { min: 1, max: 3_600_000 },
   channel_window: { min: 1, max: 1024 },
+  max_io_bytes: { min: 4096, max: 16 * 1024 * 1024, multipleOf: 512 },
 };
 
 export function isKernelParamName(name: string): name is KernelParamName {
@@ -51,9 +60,10 @@ export function checkParam(name: string, value: number): KernelParamName {
   if (!isKernelParamName(name)) {
     throw new VabError('EINVAL_INPUT', `unknown kernel parameter "${name}" (known: ${Object.keys(LIMITS).join(', ')})`);
   }
-  const { min, max } = LIMITS[name];
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new VabError('EINVAL_INPUT', `${name} must be an integer from ${min} to ${max}, got ${value}`);
+  const { min, max, multipleOf = 1 } = LIMITS[name];
+  if (!Number.isSafeInteger(value) || value < min || value > max || value % multipleOf !== 0) {
+    const step = multipleOf > 1 ? ` in steps of ${multipleOf}` : '';
+    throw new VabError('EINVAL_INPUT', `${name} must be an integer from ${min} to ${max}${step}, got ${value}`);
   }
   return name;
 }

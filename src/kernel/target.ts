@@ -22,6 +22,8 @@ export interface IoRequest {
   sector: number;
   len: number;
   data?: Buffer;
+  /** For a READ: the `len` bytes its answer is copied into (see KernelMessage.answerInto). */
+  answerInto?: Buffer;
 }
 
 /**
@@ -75,7 +77,7 @@ export class Target {
   /** Maps one IO: resolves with the READ data (empty for other types) or rejects with EIO. */
   submit(request: IoRequest): Promise<Buffer> {
     const data = request.data ?? EMPTY;
-    const message = new KernelMessage({ seq: this.nextSeq++, type: request.type, flags: request.flags, sector: request.sector, len: request.len }, data);
+    const message = new KernelMessage({ seq: this.nextSeq++, type: request.type, flags: request.flags, sector: request.sector, len: request.len }, data, request.answerInto);
     if (this.removed) {
       this.fail(message, 'target removed');
       return message.promise;

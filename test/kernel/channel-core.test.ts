@@ -37,6 +37,27 @@ describe('kernel channel core (char-device write semantics)', () => {
     expect(sent[0].subarray(40).equals(data)).toBe(true);
   });
 
+  it('copies a READ answer into the message\'s own buffer, and never once the message has settled', async () => {
+    const { channel } = setup();
+    const into = Buffer.alloc(16, 0x11);
+    const live = new KernelMessage({ seq: 0, type: DmUserRequest.Read, flags: 0, sector: 0, len: 8 }, Buffer.alloc(0), into.subarray(0, 8));
+    const late = new KernelMessage({ seq: 1, type: DmUserRequest.Read, flags: 0, sector: 1, len: 8 }, Buffer.alloc(0), into.subarray(8, 16));
+    channel.hand(live);
+    channel.hand(late);
+    late.fail(new Error('timed out'));
+    channel.receive(Buffer.concat([encodeHeader({ seq: 0, type: 0, flags: 0, sector: 0, len: 0 }), Buffer.from('ABCDEFGH')]));
+    const got = await live.promise;
+    expect(got.buffer).toBe(into.buffer);
+    expect(into.subarray(0, 8).toString()).toBe('ABCDEFGH');
+    // The late answer is consumed (the channel stays healthy) but its bytes go nowhere.
+    channel.receive(Buffer.concat([encodeHeader({ seq: 1, type: 0, flags: 0, sector: 1, len: 0 }), Buffer.from('ZZZZ')]));
+    channel.receive(Buffer.from('ZZZZ'));
+    expect(into.subarray(8).equals(Buffer.alloc(8, 0x11))).toBe(true);
+    expect(channel.poisoned).toBe(false);
+    expect(channel.load).toBe(0);
+    await expect(late.promise).rejects.toThrow('timed out');
+  });
+
   it('consumes at most one answer per write and takes a header in pieces', async () => {
     const { channel, freed } = setup();
     const a = read(0, 8);

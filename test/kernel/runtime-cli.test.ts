@@ -44,11 +44,11 @@ describe('vab dmctl and vab passthrough against a running kernel', () => {
     expect(badParam.code).not.toBe(0);
     expect(badParam.stderr).toMatch(/unknown kernel parameter/);
 
-    for (const [param, value] of [['daemon_timeout_ms', 1234], ['restart_grace_ms', 50], ['io_timeout_ms', 9000], ['channel_window', 3]] as const) {
+    for (const [param, value] of [['daemon_timeout_ms', 1234], ['restart_grace_ms', 50], ['io_timeout_ms', 9000], ['channel_window', 3], ['max_io_bytes', 262144]] as const) {
       expect((await rt.dmctl(['set', param, String(value)])).code).toBe(0);
     }
     const status = JSON.parse((await rt.dmctl(['list', '--json'])).stdout) as KernelStatus;
-    expect(status.params).toEqual({ daemon_timeout_ms: 1234, restart_grace_ms: 50, io_timeout_ms: 9000, channel_window: 3 });
+    expect(status.params).toEqual({ daemon_timeout_ms: 1234, restart_grace_ms: 50, io_timeout_ms: 9000, channel_window: 3, max_io_bytes: 262144 });
     expect(status.targets).toEqual([{ name: 'system', sectors: 4096, channels: 0, queued: 0, held: 0, had_daemon: false, removed: false }]);
     expect(status.mount).toBe(rt.mount);
 
