@@ -174,13 +174,15 @@ export class ImageFileReader implements SourceReader {
   }
 
   async read(startBlock: number, numBlocks: number): Promise<Buffer> {
-    const buffer = Buffer.alloc(numBlocks * this.blockSize);
+    const buffer = Buffer.allocUnsafeSlow(numBlocks * this.blockSize);
     const position = startBlock * this.blockSize;
-    for (let done = 0; done < buffer.length; ) {
+    let done = 0;
+    while (done < buffer.length) {
       const { bytesRead } = await this.handle.read(buffer, done, buffer.length - done, position + done);
-      if (bytesRead === 0) break; // past the end: the rest stays zero
+      if (bytesRead === 0) break;
       done += bytesRead;
     }
+    buffer.fill(0, done); // past the end of the image
     return buffer;
   }
 
