@@ -6,6 +6,7 @@ import { OpType, opTypeName } from '../../src/payload/manifest';
 import { findMergeHazard } from '../../src/payload/merge-sequence';
 import { PayloadFile } from '../../src/payload/payload-file';
 import { evolve, randomBytes, tempDir, writeImages } from './support/images';
+import { manifestOf, rewriteManifest } from './support/payloads';
 
 const MiB = 1024 * 1024;
 
@@ -99,5 +100,20 @@ describe('generate then extract, random images', () => {
     } finally {
       await payload.close();
     }
+  });
+
+  it('extracts correctly when operations write out of block order (hash read back from the file)', async () => {
+    const file = path.join(dir, 'full-zstd.bin');
+    const bytes = await fs.readFile(file);
+    // Move system's ZERO op to the end: blobs stay in order (ZERO has none), writes do not.
+    const reordered = rewriteManifest(bytes, (m) => {
+      const ops = m.partitions[0].operations;
+      const zero = ops.findIndex((op) => op.type === OpType.ZERO);
+      ops.push(...ops.splice(zero, 1));
+    });
+    expect(manifestOf(reordered).partitions[0].operations.at(-1)!.type).toBe(OpType.ZERO);
+    await fs.writeFile(path.join(dir, 'reordered.bin'), reordered);
+    await extractPayload(path.join(dir, 'reordered.bin'), { outDir: path.join(dir, 'out-reordered') });
+    await expectImages(path.join(dir, 'out-reordered'), { system, vendor });
   });
 });
