@@ -8,7 +8,7 @@ import type { Logger } from '../util/log';
 import { startControlServer } from './control';
 import { kernelIsRunning } from './control-client';
 import { Kernel } from './kernel';
-import type { KernelParams } from './params';
+import { KernelParams, resolveParams } from './params';
 
 export interface KernelServiceOptions {
   /** Where the block files appear (created if missing). */
@@ -36,6 +36,8 @@ export async function startKernelService(options: KernelServiceOptions): Promise
   const mountDir = path.resolve(options.mountDir);
   const runDir = path.resolve(options.runDir);
   const { logger } = options;
+  // A bad parameter is refused before anything is created or mounted.
+  const params = resolveParams(options.params);
   await fs.mkdir(runDir, { recursive: true });
   await fs.mkdir(path.join(runDir, 'dm-user'), { recursive: true });
   if (await kernelIsRunning(runDir)) {
@@ -45,7 +47,7 @@ export async function startKernelService(options: KernelServiceOptions): Promise
   await fs.mkdir(mountDir, { recursive: true });
   await removeStaleEndpoints(runDir);
 
-  const kernel = new Kernel({ runDir, params: options.params, logger });
+  const kernel = new Kernel({ runDir, params, logger });
   let session: FuseSession;
   try {
     session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, source: `${MOUNT_SOURCE}${process.pid}`, logger });

@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { KernelStatus } from '../../src/kernel/control';
 import { Runtime, ddRead, sh, vab, vabChild } from './support/runtime';
@@ -17,13 +18,15 @@ async function isMounted(mountpoint: string): Promise<boolean> {
 describe('vab dmctl and vab passthrough against a running kernel', () => {
   let rt: Runtime;
   beforeAll(async () => {
-    rt = await Runtime.start();
+    rt = await Runtime.start(['--max-io-bytes', '131072', '--channel-window', '3']);
   });
   afterAll(async () => {
     await rt?.dispose();
   });
 
   it('creates, lists, sets and removes, with clear errors and non-zero exits', async () => {
+    const initial = JSON.parse((await rt.dmctl(['list', '--json'])).stdout) as KernelStatus;
+    expect(initial.params).toMatchObject({ max_io_bytes: 131072, channel_window: 3 });
     const created = await rt.dmctl(['create', 'system', '--size', String(2 * MiB)]);
     expect(created).toMatchObject({ code: 0 });
     expect(created.stdout).toContain('system');
@@ -117,6 +120,18 @@ describe('vab kernel lifetime', () => {
     const r = await vab(['dmctl', '--run', '/nonexistent/vab-run', 'list']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/not running/);
+  });
+
+  it('refuses a bad parameter flag before creating or mounting anything', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-cli-params-'));
+    try {
+      const r = await vab(['kernel', '--mount', path.join(dir, 'mnt'), '--run', path.join(dir, 'run'), '--max-io-bytes', '1000']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/max_io_bytes must be an integer from 4096/);
+      expect(await fs.readdir(dir)).toEqual([]);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('on SIGTERM fails queued IO, unmounts and exits 0; restarts over what a SIGKILLed kernel left', async () => {

@@ -43,9 +43,10 @@ function registerKernel(program: Command): void {
     .option('--restart-grace-ms <n>', 'after a daemon dies, wait this long for a new one and requeue its reads (0: fail at once, as Android)', integer(0), DEFAULT_PARAMS.restart_grace_ms)
     .option('--io-timeout-ms <n>', 'fail any IO still unanswered this long after it was issued', integer(1), DEFAULT_PARAMS.io_timeout_ms)
     .option('--channel-window <n>', 'unanswered messages one channel may hold', integer(1), DEFAULT_PARAMS.channel_window)
+    .option('--max-io-bytes <n>', 'split reads and writes larger than this into several messages (a multiple of 512, from 4096)', integer(1), DEFAULT_PARAMS.max_io_bytes)
     .option('--page-cache', 'let the page cache sit in front of the block files (default: direct IO)')
     .option('--log <file>', 'JSON log file (default: stderr)')
-    .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; pageCache?: boolean; log?: string }) => {
+    .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; maxIoBytes: number; pageCache?: boolean; log?: string }) => {
       const logger = createLogger('kernel', { file: opts.log });
       // Handlers first: a supervisor may signal as soon as it sees the ready line.
       const signal = nextSignal();
@@ -59,6 +60,7 @@ function registerKernel(program: Command): void {
           restart_grace_ms: opts.restartGraceMs,
           io_timeout_ms: opts.ioTimeoutMs,
           channel_window: opts.channelWindow,
+          max_io_bytes: opts.maxIoBytes,
         },
       });
       process.stdout.write(`vab kernel: ready mount=${service.mountDir} run=${service.runDir}\n`);
@@ -112,7 +114,7 @@ function registerDmctl(program: Command): void {
 
   dmctl
     .command('set <param> <value>')
-    .description('set a kernel parameter: daemon_timeout_ms, restart_grace_ms, io_timeout_ms, channel_window')
+    .description('set a kernel parameter: daemon_timeout_ms, restart_grace_ms, io_timeout_ms, channel_window, max_io_bytes')
     .action(async (param: string, value: string, _opts: unknown, cmd: Command) => {
       const parsed = integer(0)(value);
       await setKernelParam(runDir(cmd), param, parsed);
