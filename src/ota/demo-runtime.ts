@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../fuse';
@@ -113,14 +113,21 @@ async function timedRead(file: string): Promise<{ ms: number; outcome: string }>
   return { ms: result.elapsedMs, outcome };
 }
 
-function sha256(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(hash.digest('hex')));
-  });
+/** Hashes a file and closes it before resolving, so an unmount right after never finds it busy. */
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  const handle = await fsp.open(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(MiB);
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      hash.update(chunk.subarray(0, bytesRead));
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest('hex');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
