@@ -2,7 +2,7 @@
  * Runtime benchmark: IO through `vab kernel` + the passthrough daemon, against the same FUSE
  * server answering from the image itself (no daemon hop), against reading the image file directly.
  * Everything is measured in this run, on this machine; ratios are what to compare across runs.
- *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000]
+ *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000] [--max-io-bytes N (kernel split)]
  */
 import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -96,6 +96,8 @@ async function main(): Promise<void> {
 
     const kernel = await spawnKernel({ mount, run: runDir, logFile: path.join(work, 'kernel.log') });
     children.push(kernel);
+    const maxIoBytes = option('max-io-bytes', 0);
+    if (maxIoBytes > 0) await dmctl(runDir, ['set', 'max_io_bytes', String(maxIoBytes)]);
     await dmctl(runDir, ['create', 'bench', '--size', String(size)]);
     const daemon = await spawnPassthrough(runDir, 'bench', image, 4);
     children.push(daemon);
