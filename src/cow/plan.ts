@@ -23,9 +23,15 @@ export interface PlanOptions {
   /** Emit Xor ops for blocks that still resemble their old content. */
   xor: boolean;
   progress?: Progress;
+  /**
+   * Called once a chunk of NEW (`count` blocks from `first`, bytes in `data`) is classified, before
+   * `data` is reused: its kinds are final unless orderForMerge later breaks a cycle there.
+   */
+  onChunk?: (first: number, count: number, data: Buffer, kinds: Uint8Array) => void;
 }
 
-const CHUNK_BLOCKS = 256;
+/** NEW is classified this many blocks at a time. */
+export const CHUNK_BLOCKS = 256;
 const EMPTY = 0;
 
 /**
@@ -78,6 +84,7 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
         kinds[t] = CowOpType.Replace;
       }
     }
+    options.onChunk?.(first, n, newChunk, kinds);
     options.progress?.advance(n);
   }
   const sequence = orderForMerge(kinds, sources);

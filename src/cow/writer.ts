@@ -179,6 +179,26 @@ export class CowWriter {
   }
 
   /**
+   * One Replace op whose unit was compressed elsewhere (another thread) with this writer's codec:
+   * `payload` is what compressing the unit of `blockCount` blocks gave, or the raw unit when that
+   * did not shrink it. The COW comes out as if addRawBlocks had compressed the unit here.
+   */
+  async addCompressedReplace(newBlock: number, blockCount: number, payload: Uint8Array): Promise<void> {
+    this.checkBlocks(newBlock, blockCount, 'replace');
+    const unitBlocks = this.header.maxCompressionSize / this.header.blockSize;
+    if (blockCount > unitBlocks || (blockCount & (blockCount - 1)) !== 0) throw badArgument(`replace unit of ${blockCount} blocks is not a power of two up to ${unitBlocks}`);
+    const unitBytes = blockCount * this.header.blockSize;
+    const raw = this.codec.algorithm === CowCompression.None;
+    if (payload.length === 0 || payload.length > unitBytes || (raw && payload.length !== unitBytes)) {
+      throw badArgument(`replace payload is ${payload.length} bytes, not ${raw ? '' : '1 to '}${unitBytes}`);
+    }
+    this.checkCapacity(1);
+    this.cacheOp(CowOpType.Replace, Math.log2(blockCount), newBlock, this.nextDataPos + this.cachedDataLength, payload.length);
+    this.cacheData(payload);
+    await this.flushIfFull();
+  }
+
+  /**
    * Xor ops: each new block is stored as (new XOR old), the old bytes starting at byte
    * (oldBlock + i) × block_size + offset of the source device. Always one op per block.
    */
