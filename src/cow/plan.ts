@@ -49,7 +49,8 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
   const sources = new Uint32Array(blockCount);
   const newChunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
   const oldChunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
-  const candidate = Buffer.allocUnsafe(bs);
+  const candidates = Buffer.allocUnsafe(CHUNK_BLOCKS * bs);
+  const candidateBlocks = new Uint32Array(CHUNK_BLOCKS);
   // The next chunk of both images is read while this one is compared.
   const readPair = (first: number, slot: number): Promise<unknown> => {
     const n = Math.min(CHUNK_BLOCKS, blockCount - first);
@@ -64,6 +65,10 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
     if (first + CHUNK_BLOCKS < blockCount) pending = readPair(first + CHUNK_BLOCKS, slot ^ 1);
     const newChunk = newChunks[slot];
     const oldChunk = oldChunks[slot];
+    // First pass: what each block is without reading anything more. Blocks whose hash names
+    // another old block are checked afterwards, their candidates read all at once (one read each,
+    // in parallel), not one awaited read per block.
+    let candidateCount = 0;
     for (let i = 0; i < n; i++) {
       const t = first + i;
       const block = newChunk.subarray(i * bs, (i + 1) * bs);
@@ -74,14 +79,27 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
         continue;
       }
       const s = table.find(hashBlock(block));
-      if (s >= 0 && s !== t && (await base.read(candidate, 0, bs, s * bs)) === bs && candidate.equals(block)) {
-        kinds[t] = CowOpType.Copy;
+      if (s >= 0 && s !== t) {
+        candidateBlocks[candidateCount] = i;
         sources[t] = s;
-      } else if (options.xor && old && resembles(block, old)) {
-        kinds[t] = CowOpType.Xor;
-        sources[t] = t;
-      } else {
-        kinds[t] = CowOpType.Replace;
+        candidateCount++;
+      }
+      kinds[t] = options.xor && old && resembles(block, old) ? CowOpType.Xor : CowOpType.Replace;
+      if (kinds[t] === CowOpType.Xor && !(s >= 0 && s !== t)) sources[t] = t;
+    }
+    if (candidateCount > 0) {
+      const reads: Promise<number>[] = [];
+      for (let c = 0; c < candidateCount; c++) {
+        const s = sources[first + candidateBlocks[c]];
+        reads.push(base.read(candidates, c * bs, bs, s * bs));
+      }
+      const got = await Promise.all(reads);
+      for (let c = 0; c < candidateCount; c++) {
+        const i = candidateBlocks[c];
+        const t = first + i;
+        const block = newChunk.subarray(i * bs, (i + 1) * bs);
+        if (got[c] === bs && candidates.subarray(c * bs, (c + 1) * bs).equals(block)) kinds[t] = CowOpType.Copy;
+        else sources[t] = kinds[t] === CowOpType.Xor ? t : 0;
       }
     }
     options.onChunk?.(first, n, newChunk, kinds);
