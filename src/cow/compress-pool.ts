@@ -37,10 +37,26 @@ else if (algorithm === codes.brotli) {
     return output.subarray(0, cctx.compress2(output, unit));
   };
 }
-parentPort.on('message', ({ id, data, sizes }) => {
+let zeroBlock = Buffer.alloc(0);
+function hashBlocks(id, input, blockSize) {
+  const count = input.length / blockSize;
+  const hashes = new Uint32Array(count);
+  const zero = new Uint8Array(count);
+  if (zeroBlock.length !== blockSize) zeroBlock = Buffer.alloc(blockSize);
+  for (let i = 0; i < count; i++) {
+    const block = input.subarray(i * blockSize, (i + 1) * blockSize);
+    if (block.equals(zeroBlock)) zero[i] = 1;
+    else hashes[i] = zlib.crc32(block);
+  }
+  // The input goes back too, so the caller can read the next batch into it.
+  const data = input.buffer;
+  parentPort.postMessage({ id, hashes: hashes.buffer, zero: zero.buffer, data }, [hashes.buffer, zero.buffer, data]);
+}
+parentPort.on('message', ({ id, data, byteLength, sizes, blockSize }) => {
   try {
+    const input = Buffer.from(data, 0, byteLength);
+    if (blockSize) return hashBlocks(id, input, blockSize);
     if (!compress) throw new Error('no compressor for algorithm ' + algorithm);
-    const input = Buffer.from(data);
     const payloads = [];
     let total = 0;
     for (let i = 0, at = 0; i < sizes.length; at += sizes[i], i++) {
@@ -69,8 +85,26 @@ export interface CompressedUnits {
   lengths: number[];
 }
 
+/** Per block of a batch: its CRC-32 (as zlib.crc32 gives it), or a zero flag for an all-zero block. */
+export interface BlockHashes {
+  hashes: Uint32Array;
+  zero: Uint8Array;
+  /** The batch's bytes, handed back for reuse. */
+  data: Uint8Array;
+}
+
+interface Reply {
+  data?: ArrayBuffer;
+  id: number;
+  out?: ArrayBuffer;
+  lengths?: number[];
+  hashes?: ArrayBuffer;
+  zero?: ArrayBuffer;
+  error?: string;
+}
+
 interface Waiter {
-  resolve: (out: CompressedUnits) => void;
+  resolve: (reply: Reply) => void;
   reject: (err: Error) => void;
 }
 
@@ -92,13 +126,13 @@ export class CompressPool {
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
       const slot = { worker, busy: 0 };
-      worker.on('message', (msg: { id: number; out?: ArrayBuffer; lengths?: number[]; error?: string }) => {
+      worker.on('message', (msg: Reply) => {
         slot.busy--;
         const waiter = this.pending.get(msg.id);
         this.pending.delete(msg.id);
         if (!waiter) return;
         if (msg.error !== undefined) waiter.reject(new CowFormatError('EIO', `compression thread failed: ${msg.error}`));
-        else waiter.resolve({ data: Buffer.from(msg.out!), lengths: msg.lengths! });
+        else waiter.resolve(msg);
       });
       worker.on('error', (err) => this.failAll(new CowFormatError('EIO', `compression thread failed: ${err.message}`, { cause: err })));
       worker.on('exit', (code) => this.failAll(new CowFormatError('EIO', `compression thread exited with code ${code}`)));
@@ -107,18 +141,31 @@ export class CompressPool {
   }
 
   /**
-   * Compresses the units laid back to back in `data` (`sizes` bytes each). `data` must own its
-   * whole ArrayBuffer: it is moved to the worker, unusable here afterwards.
+   * Compresses the units laid back to back in `data` (`sizes` bytes each). `data` must start at
+   * the start of its ArrayBuffer: that buffer is moved to the worker, unusable here afterwards.
    */
-  compress(data: Uint8Array, sizes: number[]): Promise<CompressedUnits> {
+  async compress(data: Uint8Array, sizes: number[]): Promise<CompressedUnits> {
+    const reply = await this.send(data, { sizes });
+    return { data: Buffer.from(reply.out!), lengths: reply.lengths! };
+  }
+
+  /** CRC-32 and zero flag of each block in `data` (moved to the worker, as for compress). */
+  async hashBlocks(data: Uint8Array, blockSize: number): Promise<BlockHashes> {
+    const reply = await this.send(data, { blockSize });
+    return { hashes: new Uint32Array(reply.hashes!), zero: new Uint8Array(reply.zero!), data: new Uint8Array(reply.data!) };
+  }
+
+  private send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number }): Promise<Reply> {
     if (this.failure) return Promise.reject(this.failure);
     const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
-    const promise = new Promise<CompressedUnits>((resolve, reject) => {
+    const promise = new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
     });
     slot.busy++;
-    slot.worker.postMessage({ id, data: data.buffer, sizes }, [data.buffer as ArrayBuffer]);
+    // A view from the start of its buffer: the whole buffer moves, byteLength says how much is data.
+    if (data.byteOffset !== 0) throw new RangeError('a batch must start at the start of its ArrayBuffer');
+    slot.worker.postMessage({ id, data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer]);
     return promise;
   }
 

@@ -84,7 +84,8 @@ export async function createCow(basePath: string, targetPath: string, outPath: s
       replaces = new ParallelReplaces(pool, bs, factor / bs, PRECOMPRESS_BUDGET_BYTES);
     }
     const onChunk = replaces && replaces.offer.bind(replaces);
-    const plan = await planCow(base, target, { blockSize: bs, xor: options.xor ?? false, progress, onChunk });
+    const hashBlocks = pool && pool.hashBlocks.bind(pool);
+    const plan = await planCow(base, target, { blockSize: bs, xor: options.xor ?? false, progress, onChunk, hashBlocks });
     const file = await openFile(tmpPath, 'w+');
     let result: CreateCowResult;
     try {

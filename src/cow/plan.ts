@@ -1,6 +1,6 @@
 import zlib from 'node:zlib';
 import type { Progress } from '../util/progress';
-import { RandomAccessFile } from './file';
+import { RandomAccessFile, readExactly } from './file';
 import { CowOpType } from './format';
 
 /** What `vab cow create` decides for each block of the new image. */
@@ -28,7 +28,15 @@ export interface PlanOptions {
    * `data` is reused: its kinds are final unless orderForMerge later breaks a cycle there.
    */
   onChunk?: (first: number, count: number, data: Buffer, kinds: Uint8Array) => void;
+  /**
+   * Hashes a batch of OLD blocks elsewhere (worker threads), as hashBlock and isZero would here;
+   * `data` owns its ArrayBuffer and may be moved away.
+   */
+  hashBlocks?: (data: Uint8Array, blockSize: number) => Promise<{ hashes: Uint32Array; zero: Uint8Array; data: Uint8Array }>;
 }
+
+/** Batches of OLD being hashed off the main thread at once. */
+const HASH_WINDOW_CHUNKS = 8;
 
 /** NEW is classified this many blocks at a time. */
 export const CHUNK_BLOCKS = 256;
@@ -44,7 +52,9 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
   const bs = options.blockSize;
   const baseBlocks = Math.floor((await base.size()) / bs);
   const blockCount = (await target.size()) / bs;
-  const table = await hashBase(base, baseBlocks, bs, options.progress);
+  const table = options.hashBlocks
+    ? await hashBaseOffThread(base, baseBlocks, bs, options.hashBlocks, options.progress)
+    : await hashBase(base, baseBlocks, bs, options.progress);
   const kinds = new Uint8Array(blockCount);
   const sources = new Uint32Array(blockCount);
   const newChunks = [Buffer.allocUnsafe(CHUNK_BLOCKS * bs), Buffer.allocUnsafe(CHUNK_BLOCKS * bs)];
@@ -178,6 +188,31 @@ async function hashBase(base: RandomAccessFile, blocks: number, bs: number, prog
       if (!isZero(block)) table.insert(hashBlock(block), first + i);
     }
     progress?.advance(n);
+  }
+  return table;
+}
+
+/** hashBase with the hashing done by `hashBlocks`, a window of chunks at a time; inserted in block order. */
+async function hashBaseOffThread(base: RandomAccessFile, blocks: number, bs: number, hashBlocks: NonNullable<PlanOptions['hashBlocks']>, progress?: Progress): Promise<BlockHashTable> {
+  const table = new BlockHashTable(blocks);
+  const chunkCount = Math.ceil(blocks / CHUNK_BLOCKS);
+  const jobs: Array<ReturnType<typeof hashBlocks>> = [];
+  // Buffers come back with the hashes and are read into again: fresh memory costs page faults.
+  const free: Uint8Array[] = [];
+  const start = (c: number) => {
+    const first = c * CHUNK_BLOCKS;
+    const bytes = Math.min(CHUNK_BLOCKS, blocks - first) * bs;
+    const data = (free.pop() ?? new Uint8Array(CHUNK_BLOCKS * bs)).subarray(0, bytes);
+    jobs[c] = quiet(readExactly(base, data, 0, bytes, first * bs, 'old image block').then(() => hashBlocks(data, bs)));
+  };
+  for (let c = 0; c < chunkCount; c++) {
+    for (let k = c; k < Math.min(chunkCount, c + HASH_WINDOW_CHUNKS); k++) if (!jobs[k]) start(k);
+    const { hashes, zero, data } = await jobs[c];
+    delete jobs[c];
+    free.push(new Uint8Array(data.buffer));
+    const first = c * CHUNK_BLOCKS;
+    for (let i = 0; i < hashes.length; i++) if (!zero[i]) table.insert(hashes[i], first + i);
+    progress?.advance(hashes.length);
   }
   return table;
 }

@@ -19,12 +19,13 @@ let newImage: Buffer;
 /**
  * 3 chunks of 256 blocks plus a partial one. Besides fresh, tweaked, zero and copied blocks, it
  * has swapped pairs (copy cycles the planner breaks into Replace ops after classifying the chunk)
- * inside a chunk with fresh blocks and inside a chunk with none, and incompressible blocks.
+ * inside a chunk with fresh blocks and inside a chunk with none, incompressible blocks, and zero
+ * blocks in OLD (never a copy source). OLD is hashed on the threads too when there are threads.
  */
 function buildImages(): { oldImage: Buffer; newImage: Buffer } {
   const blocks = 3 * 256 + 37;
   const olds: Buffer[] = [];
-  for (let b = 0; b < blocks; b++) olds.push(b % 5 === 0 ? pseudoRandom(BS, b + 1) : textLike(BS, b + 1));
+  for (let b = 0; b < blocks; b++) olds.push(b % 97 === 50 ? Buffer.alloc(BS) : b % 5 === 0 ? pseudoRandom(BS, b + 1) : textLike(BS, b + 1));
   const news: Buffer[] = olds.map((b) => Buffer.from(b));
   for (let b = 0; b < 256; b++) {
     if (b % 3 === 0) news[b] = textLike(BS, 5000 + b);
