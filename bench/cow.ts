@@ -229,7 +229,7 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
   console.log(
     `${compression.padEnd(9)} cow ${(cowBytes / 1048576).toFixed(1).padStart(6)} MiB (${create.value.ops.replace} replace ops, ${(bareBytes / 1048576).toFixed(0)} MiB of replace data)\n` +
       `          create ${create.seconds.toFixed(2)} s on ${threads} thread${threads === 1 ? '' : 's'} (${mib(imageBytes, create.seconds)} of image) vs bare compress ${bare.seconds.toFixed(2)} s (1 thread): ${(create.seconds / bare.seconds).toFixed(2)}x` +
-      ` (bare compress on ${threads} thread${threads === 1 ? '' : 's'}: ${bareParallel.seconds.toFixed(2)} s, create vs that ${(create.seconds / bareParallel.seconds).toFixed(2)}x)` +
+      (threads > 1 ? ` (bare compress on ${threads} threads: ${bareParallel.seconds.toFixed(2)} s, create vs that ${(create.seconds / bareParallel.seconds).toFixed(2)}x)` : '') +
       ` (read floor, OLD + NEW once: ${readFloor.seconds.toFixed(2)} s; create vs bare compress + read floor: ${(create.seconds / (bare.seconds + readFloor.seconds)).toFixed(2)}x)\n` +
       `          apply  ${apply.seconds.toFixed(2)} s (${mib(imageBytes, apply.seconds)} of image) vs bare decompress ${bareDecode.seconds.toFixed(2)} s: ${(apply.seconds / bareDecode.seconds).toFixed(2)}x` +
       ` (IO floor, copyFile OLD + fsync: ${ioFloor.seconds.toFixed(2)} s; apply vs bare decompress + IO floor: ${(apply.seconds / (bareDecode.seconds + ioFloor.seconds)).toFixed(2)}x)`,
