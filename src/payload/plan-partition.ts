@@ -208,8 +208,7 @@ async function copyOp(source: ImageFileReader, sources: readonly number[], dstSt
 }
 
 async function dataOp(data: Buffer, start: number, blocks: number, source: { reader: ImageFileReader; blocks: number }, sink: BlobSink, options: PlanOptions): Promise<InstallOperation> {
-  const packed = await compress(options.compression, data);
-  const replace = packed.length < data.length ? { type: REPLACE_TYPE[options.compression], blob: packed } : { type: OpType.REPLACE, blob: data };
+  const replace = await replaceOp(data, start, blocks, options);
   // The old blocks at the same place are the diff base: images updated in place keep their layout.
   const srcBlocks = Math.min(blocks, source.blocks - start);
   if (srcBlocks > 0) {
@@ -220,5 +219,5 @@ async function dataOp(data: Buffer, start: number, blocks: number, source: { rea
       return withBlob(op, patch, sink);
     }
   }
-  return withBlob({ type: replace.type, src_extents: [], dst_extents: [extent(start, blocks)] }, replace.blob, sink);
+  return withBlob(replace.op, replace.blob, sink);
 }
