@@ -157,14 +157,15 @@ export class CompressPool {
 
   private send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number }): Promise<Reply> {
     if (this.failure) return Promise.reject(this.failure);
+    // A view from the start of its buffer: the whole buffer moves, byteLength says how much is data.
+    // Checked before a waiter is registered, which would otherwise never be answered.
+    if (data.byteOffset !== 0) return Promise.reject(new RangeError('a batch must start at the start of its ArrayBuffer'));
     const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
     const id = this.nextId++;
     const promise = new Promise<Reply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
     });
     slot.busy++;
-    // A view from the start of its buffer: the whole buffer moves, byteLength says how much is data.
-    if (data.byteOffset !== 0) throw new RangeError('a batch must start at the start of its ArrayBuffer');
     slot.worker.postMessage({ id, data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer]);
     return promise;
   }
