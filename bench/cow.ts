@@ -48,7 +48,7 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--codecs') args.codecs = value.split(',').map((c) => c.replace(':', ','));
     else if (flag === '--factor') args.factor = Number(value);
     else if (flag === '--index-ops') args.indexOps = Number(value);
-    else if (flag === '--runs') runs = Math.max(1, Number(value));
+    else if (flag === '--runs') args.runs = Math.max(1, Number(value));
     else throw new Error(`unknown flag ${flag}`);
   }
   return args;
@@ -306,6 +306,7 @@ async function benchIndex(dir: string, opCount: number): Promise<void> {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  runs = args.runs;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-bench-cow-'));
   try {
     const imageBytes = args.sizeMib * 1024 * 1024;
