@@ -137,8 +137,7 @@ async function writePlan(
       await writer.addCopy(t, plan.sources[t]);
       continue;
     }
-    await target.read(newBlock, 0, bs, t * bs);
-    await base.read(oldBlock, 0, bs, t * bs);
+    await Promise.all([target.read(newBlock, 0, bs, t * bs), base.read(oldBlock, 0, bs, t * bs)]);
     for (let i = 0; i < bs; i++) newBlock[i] ^= oldBlock[i];
     await writer.addXorBlocks(t, newBlock, t, 0);
   }
