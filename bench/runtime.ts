@@ -16,7 +16,10 @@ const MiB = 1024 * 1024;
 
 function option(name: string, fallback: number): number {
   const at = process.argv.indexOf(`--${name}`);
-  return at > 0 ? Number(process.argv[at + 1]) : fallback;
+  if (at < 0) return fallback;
+  const value = Number(process.argv[at + 1]);
+  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`--${name} needs a non-negative integer, got "${process.argv[at + 1]}"`);
+  return value;
 }
 
 interface Figures {

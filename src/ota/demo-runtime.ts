@@ -23,6 +23,8 @@ export interface RuntimeDemoOptions {
 
 const REPO = path.resolve(__dirname, '../../..');
 const MiB = 1024 * 1024;
+/** How long the supervised part leaves the target without a daemon before restarting one. */
+const RESTART_DELAY_MS = 500;
 
 export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<void> {
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
@@ -87,10 +89,10 @@ export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<
     await sleep(300);
     await current.stop('SIGKILL');
     print(`killed the daemon (SIGKILL) ${readDone ? 'after dd had finished (machine too fast for this demo)' : 'while dd was reading the 64 MiB target'}`);
-    await sleep(500);
+    await sleep(RESTART_DELAY_MS);
     current = await spawnPassthrough(dirs.run, 'data', dataImage);
     children.push(current);
-    print(`started a new daemon (pid ${current.pid}) ${500} ms later`);
+    print(`started a new daemon (pid ${current.pid}) ${RESTART_DELAY_MS} ms later`);
     const result = await reading;
     const expected = await sha256(dataImage);
     const got = result.stdout.split(/\s+/)[0];

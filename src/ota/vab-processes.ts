@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { VabError } from '../util/errors';
-import { run, runChecked, RunResult } from '../util/exec';
+import { runChecked, RunResult } from '../util/exec';
 
 /**
  * Starts and drives the long-lived vab processes (`vab kernel`, daemons) as children, the way a
@@ -89,11 +89,3 @@ export async function spawnPassthrough(runDir: string, name: string, image: stri
 export function dmctl(runDir: string, args: readonly string[]): Promise<RunResult> {
   return vab(['dmctl', '--run', runDir, ...args]);
 }
-
-/** Reads `length` bytes at `offset` with dd in a child process; the result says how it ended. */
-export function ddRead(file: string, offset: number, length: number, timeoutMs = 30_000): Promise<RunResult> {
-  const blockSize = 4096;
-  return run('dd', [`if=${file}`, 'of=/dev/null', `bs=${blockSize}`, `skip=${offset / blockSize}`, `count=${Math.ceil(length / blockSize)}`, 'iflag=direct', 'status=none'], { timeoutMs });
-}
-
-export { run };

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { runRuntimeDemo } from '../../ota/demo-runtime';
+import { integer } from '../options';
 
 export function registerDemoCommands(program: Command): void {
   const demo = program.command('demo').description('guided demonstrations on built-in fixtures');
@@ -7,9 +8,9 @@ export function registerDemoCommands(program: Command): void {
     .command('runtime')
     .description('serve a filesystem through vab kernel + a daemon, kill the daemon, restart it supervised')
     .option('--work <dir>', 'work in this directory and keep it (default: a temporary one, removed)')
-    .option('--daemon-timeout-ms <ms>', 'wait for a daemon on a new target', '2000')
-    .option('--restart-grace-ms <ms>', 'supervised mode grace for a restarted daemon', '5000')
-    .action(async (opts: { work?: string; daemonTimeoutMs: string; restartGraceMs: string }) => {
-      await runRuntimeDemo({ workDir: opts.work, daemonTimeoutMs: Number(opts.daemonTimeoutMs), restartGraceMs: Number(opts.restartGraceMs) });
+    .option('--daemon-timeout-ms <ms>', 'wait for a daemon on a new target', integer(1), 2000)
+    .option('--restart-grace-ms <ms>', 'supervised mode grace for a restarted daemon', integer(1), 5000)
+    .action(async (opts: { work?: string; daemonTimeoutMs: number; restartGraceMs: number }) => {
+      await runRuntimeDemo({ workDir: opts.work, daemonTimeoutMs: opts.daemonTimeoutMs, restartGraceMs: opts.restartGraceMs });
     });
 }
