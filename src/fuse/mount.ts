@@ -32,6 +32,8 @@ export async function mountDevFuse(request: MountRequest): Promise<void> {
 export interface MountInfoEntry {
   mountpoint: string;
   fstype: string;
+  /** The mount's source (the first field after the fstype). */
+  source: string;
   /** Minor of the superblock's device: for FUSE, the fusectl connection number. */
   minor: number;
 }
@@ -49,7 +51,7 @@ export async function readMountInfo(): Promise<MountInfoEntry[]> {
     const dash = fields.indexOf('-');
     if (fields.length < 10 || dash < 6) continue;
     const minor = Number(fields[2].split(':')[1]);
-    entries.push({ mountpoint: unescapeMountPath(fields[4]), fstype: fields[dash + 1], minor });
+    entries.push({ mountpoint: unescapeMountPath(fields[4]), fstype: fields[dash + 1], source: fields[dash + 2], minor });
   }
   return entries;
 }

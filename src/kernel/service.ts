@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { forceUnmount } from '../fuse/cleanup';
+import { readMountInfo } from '../fuse/mount';
 import { mountBlockFiles } from '../fuse';
 import type { FuseSession } from '../fuse/types';
 import { VabError, errnoCode } from '../util/errors';
@@ -98,7 +99,7 @@ const MOUNT_SOURCE = 'vab-kernel-';
  * A mount whose kernel is alive, or any mount that is not a kernel's, is left alone and refused.
  */
 async function clearStaleMount(mountDir: string, logger: Logger): Promise<void> {
-  for (const mount of await mountsAt(mountDir)) {
+  for (const mount of (await readMountInfo()).filter((m) => m.mountpoint === mountDir)) {
     const pid = mount.source.startsWith(MOUNT_SOURCE) ? Number(mount.source.slice(MOUNT_SOURCE.length)) : NaN;
     if (!mount.fstype.startsWith('fuse') || !Number.isSafeInteger(pid)) {
       throw new VabError('ESTATE', `${mountDir} already has a ${mount.fstype} mount (${mount.source}) that is not a vab kernel's; unmount it first`);
@@ -107,19 +108,6 @@ async function clearStaleMount(mountDir: string, logger: Logger): Promise<void> 
   }
   const removed = await forceUnmount(mountDir);
   if (removed > 0) logger.warn('removed a stale FUSE mount left by a dead kernel', { mount: mountDir, count: removed });
-}
-
-async function mountsAt(dir: string): Promise<Array<{ fstype: string; source: string }>> {
-  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  const found: Array<{ fstype: string; source: string }> = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(' ');
-    const dash = fields.indexOf('-');
-    if (dash < 6 || fields.length < dash + 3) continue;
-    const mountpoint = fields[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-    if (mountpoint === dir) found.push({ fstype: fields[dash + 1], source: fields[dash + 2] });
-  }
-  return found;
 }
 
 function isAlive(pid: number): boolean {
