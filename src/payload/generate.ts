@@ -178,8 +178,9 @@ async function writePayloadFile(output: string, manifest: DeltaArchiveManifest, 
       position += data.length;
     };
     await put(metadata);
+    // Both signatures start from the metadata hash: fork it instead of hashing the metadata twice.
     const signedHash = key && createHash('sha256').update(metadata);
-    if (key) await put(signaturesMessage(signDigest(createHash('sha256').update(metadata).digest(), key)));
+    if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.copy().digest(), key)));
     const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
     for (let at = 0; at < blobBytes; ) {
       const { bytesRead } = await blobs.read(chunk, 0, Math.min(chunk.length, blobBytes - at), at);
