@@ -1,6 +1,5 @@
-import path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { fsyncDirectory } from '../util/atomic';
+import { replaceFileAtomically } from '../util/atomic';
 import { createProgress, Progress } from '../util/progress';
 import { openFile, RandomAccessFile } from './file';
 import { CowOpType } from './format';
@@ -35,26 +34,22 @@ const SYNC_EVERY_BYTES = 32 << 20;
  */
 export async function applyCow(cowPath: string, basePath: string, outPath: string, options: ApplyCowOptions = {}): Promise<{ blocks: number; bytes: number }> {
   const snapshot = await SnapshotReader.open(cowPath, basePath, { deviceBytes: options.size });
-  const tmpPath = path.join(path.dirname(path.resolve(outPath)), `.${path.basename(outPath)}.tmp-${process.pid}`);
   const progress = options.progress ? createProgress('cow apply', snapshot.blockCount) : undefined;
   try {
-    const chunkBlocks = Math.max(1, Math.floor(CHUNK_BYTES / snapshot.blockSize));
-    const startFromCopy = (await fs.stat(basePath)).isFile() && mostlyUntouched(snapshot, chunkBlocks);
-    if (startFromCopy) await fs.copyFile(basePath, tmpPath);
-    const out = await openFile(tmpPath, startFromCopy ? 'r+' : 'w+');
-    try {
-      await writeChunks(snapshot, out, chunkBlocks, startFromCopy, progress);
-      await out.truncate(snapshot.byteLength);
-      await out.sync();
-    } finally {
-      await out.close();
-    }
-    await fs.rename(tmpPath, outPath);
-    await fsyncDirectory(path.dirname(path.resolve(outPath)));
-    return { blocks: snapshot.blockCount, bytes: snapshot.byteLength };
-  } catch (err) {
-    await fs.rm(tmpPath, { force: true });
-    throw err;
+    return await replaceFileAtomically(outPath, async (tmpPath) => {
+      const chunkBlocks = Math.max(1, Math.floor(CHUNK_BYTES / snapshot.blockSize));
+      const startFromCopy = (await fs.stat(basePath)).isFile() && mostlyUntouched(snapshot, chunkBlocks);
+      if (startFromCopy) await fs.copyFile(basePath, tmpPath);
+      const out = await openFile(tmpPath, startFromCopy ? 'r+' : 'w+');
+      try {
+        await writeChunks(snapshot, out, chunkBlocks, startFromCopy, progress);
+        await out.truncate(snapshot.byteLength);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      return { blocks: snapshot.blockCount, bytes: snapshot.byteLength };
+    });
   } finally {
     progress?.finish();
     await snapshot.close();

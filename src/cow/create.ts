@@ -1,7 +1,5 @@
 import os from 'node:os';
-import path from 'node:path';
-import { promises as fs } from 'node:fs';
-import { fsyncDirectory } from '../util/atomic';
+import { replaceFileAtomically } from '../util/atomic';
 import { createProgress, Progress } from '../util/progress';
 import { parseCompression } from './codec';
 import { CompressPool } from './compress-pool';
@@ -65,7 +63,6 @@ export async function createCow(basePath: string, targetPath: string, outPath: s
     await base.close();
     throw err;
   });
-  const tmpPath = path.join(path.dirname(path.resolve(outPath)), `.${path.basename(outPath)}.tmp-${process.pid}`);
   let progress: Progress | undefined;
   let pool: CompressPool | undefined;
   try {
@@ -86,20 +83,16 @@ export async function createCow(basePath: string, targetPath: string, outPath: s
     const onChunk = replaces && replaces.offer.bind(replaces);
     const hashBlocks = pool && pool.hashBlocks.bind(pool);
     const plan = await planCow(base, target, { blockSize: bs, xor: options.xor ?? false, progress, onChunk, hashBlocks });
-    const file = await openFile(tmpPath, 'w+');
-    let result: CreateCowResult;
-    try {
-      result = await writePlan(file, plan, base, target, options, progress, replaces);
-      result.threads = pool ? threads : 1;
-    } finally {
-      await file.close();
-    }
-    await fs.rename(tmpPath, outPath);
-    await fsyncDirectory(path.dirname(path.resolve(outPath)));
-    return result;
-  } catch (err) {
-    await fs.rm(tmpPath, { force: true });
-    throw err;
+    return await replaceFileAtomically(outPath, async (tmpPath) => {
+      const file = await openFile(tmpPath, 'w+');
+      try {
+        const result = await writePlan(file, plan, base, target, options, progress, replaces);
+        result.threads = pool ? threads : 1;
+        return result;
+      } finally {
+        await file.close();
+      }
+    });
   } finally {
     progress?.finish();
     await pool?.close();

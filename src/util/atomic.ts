@@ -2,26 +2,37 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
 /**
- * Replaces `file` with `data` so that a crash leaves either the old or the new content:
- * write a temporary file beside it, fsync it, rename over the target, fsync the directory.
+ * Builds `file` under a hidden temporary name beside it and renames it into place only when
+ * `produce` has finished, then fsyncs the directory: a crash or an error leaves either the old
+ * file or nothing at `file`, never a half-written one. `produce` must make its own writes durable
+ * (fsync) before it returns; on error the temporary file is removed.
  */
-export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
-  const handle = await fs.open(tmp, 'w', 0o644);
+export async function replaceFileAtomically<T>(file: string, produce: (temporaryPath: string) => Promise<T>): Promise<T> {
+  const target = path.resolve(file);
+  const dir = path.dirname(target);
+  const temporaryPath = path.join(dir, `.${path.basename(target)}.tmp-${process.pid}-${Date.now()}`);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await fs.rename(tmp, file);
+    const result = await produce(temporaryPath);
+    await fs.rename(temporaryPath, target);
+    await fsyncDirectory(dir);
+    return result;
   } catch (err) {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(temporaryPath, { force: true });
     throw err;
   }
-  await fsyncDirectory(dir);
+}
+
+/** Replaces `file` with `data` atomically and durably (see replaceFileAtomically). */
+export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+  await replaceFileAtomically(file, async (temporaryPath) => {
+    const handle = await fs.open(temporaryPath, 'w', 0o644);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  });
 }
 
 export async function fsyncDirectory(dir: string): Promise<void> {
