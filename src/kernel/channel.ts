@@ -2,7 +2,8 @@ import { decodeHeader, encodeHeader } from '../dmuser/codec';
 import { DM_USER_HEADER_SIZE, DmUserResponse } from '../dmuser/constants';
 import type { MiscConnection } from '../dmuser/socket-endpoint';
 import type { Logger } from '../util/log';
-import { EINVAL, KernelMessage, describeRequest, ioError } from './message';
+import { Errno } from '../fuse/protocol';
+import { KernelMessage, describeRequest, ioError } from './message';
 
 /** What a channel reports to its target. */
 export interface ChannelOwner {
@@ -89,7 +90,7 @@ export class KernelChannel {
 
   /** The driver's write(): consumes at most one answer's bytes. */
   write(bytes: Buffer): WriteResult {
-    if (this.poisoned) return -EINVAL;
+    if (this.poisoned) return -Errno.EINVAL;
     if (this.answering) return this.takePayload(bytes);
     if (bytes.length === 0) return this.poison('zero-length write while a header is expected');
     const take = Math.min(DM_USER_HEADER_SIZE - this.scratchFill, bytes.length);
@@ -155,7 +156,7 @@ export class KernelChannel {
     // A socket daemon cannot see the sticky EINVAL a write would return; closing is its signal.
     // The close then fails what this channel holds.
     this.connection.destroy();
-    return -EINVAL;
+    return -Errno.EINVAL;
   }
 
   /**

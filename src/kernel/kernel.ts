@@ -2,12 +2,12 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { DmUserFlag, DmUserRequest, SECTOR_SIZE } from '../dmuser/constants';
 import { MiscEndpoint, listenMiscEndpoint, miscEndpointPath } from '../dmuser/socket-endpoint';
+import { Errno } from '../fuse/protocol';
 import type { BlockFile, BlockFileProvider, FileRequestContext } from '../fuse/types';
 import { FuseErrnoError } from '../fuse/types';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { BufferPool } from './buffer-pool';
-import { EINVAL, EIO } from './message';
 import { KernelParams, checkParam, resolveParams } from './params';
 import { IoRequest, Target, TargetInfo } from './target';
 
@@ -190,20 +190,20 @@ export class Kernel implements BlockFileProvider {
 
   private live(file: BlockFile): Target {
     const entry = this.byId.get(file.id);
-    if (!entry) throw new FuseErrnoError(EIO, `target "${file.name}" was removed`);
+    if (!entry) throw new FuseErrnoError(Errno.EIO, `target "${file.name}" was removed`);
     return entry.target;
   }
 }
 
 function checkRange(file: BlockFile, offset: number, length: number): void {
   if (offset < 0 || length < 0 || offset + length > file.size) {
-    throw new FuseErrnoError(EINVAL, `${file.name}: ${offset}+${length} is outside the ${file.size}-byte target`);
+    throw new FuseErrnoError(Errno.EINVAL, `${file.name}: ${offset}+${length} is outside the ${file.size}-byte target`);
   }
 }
 
 /** Writes and discards must cover whole sectors, as on a block device opened O_DIRECT. */
 function checkAligned(file: BlockFile, what: string, offset: number, length: number): void {
   if (offset % SECTOR_SIZE !== 0 || length % SECTOR_SIZE !== 0) {
-    throw new FuseErrnoError(EINVAL, `${file.name}: unaligned ${what} ${offset}+${length} (512-byte sectors)`);
+    throw new FuseErrnoError(Errno.EINVAL, `${file.name}: unaligned ${what} ${offset}+${length} (512-byte sectors)`);
   }
 }

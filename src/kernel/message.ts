@@ -1,13 +1,11 @@
 import type { DmUserHeader } from '../dmuser/codec';
 import { DmUserRequest } from '../dmuser/constants';
+import { Errno } from '../fuse/protocol';
 import { FuseErrnoError } from '../fuse/types';
 import type { Deadline } from './deadline';
 
-export const EIO = 5;
-export const EINVAL = 22;
-
 export function ioError(reason: string): FuseErrnoError {
-  return new FuseErrnoError(EIO, `I/O error: ${reason}`);
+  return new FuseErrnoError(Errno.EIO, `I/O error: ${reason}`);
 }
 
 /**
