@@ -1,7 +1,7 @@
 import { createHash, KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { fsyncDirectory } from '../util/atomic';
+import { replaceFileAtomically } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { encodeHeader, PAYLOAD_MAJOR_VERSION } from './header';
@@ -169,36 +169,32 @@ async function writePayloadFile(output: string, manifest: DeltaArchiveManifest, 
   const manifestBytes = encodeManifest(manifest);
   const header = encodeHeader({ major_version: PAYLOAD_MAJOR_VERSION, manifest_size: manifestBytes.length, metadata_signature_size: signatureBlobSize });
   const metadata = Buffer.concat([header, manifestBytes]);
-  const tmp = temporaryPath(output, 'partial');
-  const out = await fs.open(tmp, 'w', 0o644);
-  try {
-    let position = 0;
-    const put = async (data: Buffer) => {
-      await writeFully(out, data, position);
-      position += data.length;
-    };
-    await put(metadata);
-    // Both signatures start from the metadata hash: fork it instead of hashing the metadata twice.
-    const signedHash = key && createHash('sha256').update(metadata);
-    if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.copy().digest(), key)));
-    const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
-    for (let at = 0; at < blobBytes; ) {
-      const { bytesRead } = await blobs.read(chunk, 0, Math.min(chunk.length, blobBytes - at), at);
-      if (bytesRead === 0) throw new VabError('EIO', `blob file ended at ${at} of ${blobBytes} bytes`);
-      const data = chunk.subarray(0, bytesRead);
-      signedHash?.update(data);
-      await put(data);
-      at += bytesRead;
+  return replaceFileAtomically(output, async (tmp) => {
+    const out = await fs.open(tmp, 'w', 0o644);
+    try {
+      let position = 0;
+      const put = async (data: Buffer) => {
+        await writeFully(out, data, position);
+        position += data.length;
+      };
+      await put(metadata);
+      // Both signatures start from the metadata hash: fork it instead of hashing the metadata twice.
+      const signedHash = key && createHash('sha256').update(metadata);
+      if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.copy().digest(), key)));
+      const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
+      for (let at = 0; at < blobBytes; ) {
+        const { bytesRead } = await blobs.read(chunk, 0, Math.min(chunk.length, blobBytes - at), at);
+        if (bytesRead === 0) throw new VabError('EIO', `blob file ended at ${at} of ${blobBytes} bytes`);
+        const data = chunk.subarray(0, bytesRead);
+        signedHash?.update(data);
+        await put(data);
+        at += bytesRead;
+      }
+      if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.digest(), key)));
+      await out.sync();
+      return position;
+    } finally {
+      await out.close();
     }
-    if (key && signedHash) await put(signaturesMessage(signDigest(signedHash.digest(), key)));
-    await out.sync();
-    await out.close();
-    await fs.rename(tmp, output);
-    await fsyncDirectory(path.dirname(output));
-    return position;
-  } catch (err) {
-    await out.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
+  });
 }
