@@ -2,7 +2,7 @@ import { createHash, Hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fsyncDirectory } from '../util/atomic';
-import { VabError } from '../util/errors';
+import { VabError, errnoCode } from '../util/errors';
 import { PartitionWriter, SourceReader } from './partition-io';
 
 const ZEROS = Buffer.alloc(1024 * 1024);
@@ -169,7 +169,9 @@ export class ImageFileReader implements SourceReader {
     try {
       return new ImageFileReader(file, await fs.open(file, 'r'), blockSize);
     } catch (err) {
-      throw new VabError('ENOTFOUND', `cannot open source image: ${(err as Error).message}`, { file, cause: err });
+      // Only a missing file is "not found"; permission and other failures are IO errors.
+      const code = errnoCode(err) === 'ENOENT' ? 'ENOTFOUND' : 'EIO';
+      throw new VabError(code, `cannot open source image: ${(err as Error).message}`, { file, cause: err });
     }
   }
 
