@@ -1,4 +1,5 @@
 import path from 'path';
+import { VabError } from '../util/errors';
 import { abortConnection, fuseMountsAt, readMountInfo, unmount } from './mount';
 
 /**
@@ -19,7 +20,7 @@ export async function forceUnmount(mountpoint: string): Promise<number> {
     if (!top) return removed;
     await abortConnection(top.minor);
     const result = await unmount(target, { lazy: true, timeoutMs: 10_000 });
-    if (!result.ok) throw new Error(`umount -l ${target} failed: ${result.reason}`);
+    if (!result.ok) throw new VabError('EIO', `umount -l ${target} failed: ${result.reason}; the connection is aborted, so the mount only holds stale entries: retry, or check who has it open (fuser -m)`);
     removed++;
   }
 }

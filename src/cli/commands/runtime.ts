@@ -1,23 +1,17 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { createTarget, kernelStatus, removeTarget, setKernelParam } from '../../kernel/control-client';
 import { startKernelService } from '../../kernel/service';
 import { DEFAULT_PARAMS } from '../../kernel/params';
 import { DEFAULT_PASSTHROUGH_CHANNELS, startPassthrough } from '../../snapuserd/passthrough';
+import { VabError } from '../../util/errors';
 import { createLogger } from '../../util/log';
+import { integer } from '../options';
 
 /** The runtime: `vab kernel` (emulated dm-user), `vab dmctl` (its dmsetup), `vab passthrough` (a daemon). */
 export function registerRuntimeCommands(program: Command): void {
   registerKernel(program);
   registerDmctl(program);
   registerPassthrough(program);
-}
-
-function integer(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    return n;
-  };
 }
 
 /** Resolves on the first SIGTERM or SIGINT, with its name. */
@@ -116,7 +110,9 @@ function registerDmctl(program: Command): void {
     .command('set <param> <value>')
     .description('set a kernel parameter: daemon_timeout_ms, restart_grace_ms, io_timeout_ms, channel_window, max_io_bytes')
     .action(async (param: string, value: string, _opts: unknown, cmd: Command) => {
-      const parsed = integer(0)(value);
+      // Parsed here, not by commander: an error thrown inside an action would exit silently.
+      const parsed = Number(value);
+      if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) throw new VabError('EINVAL_INPUT', `${param}: expected a non-negative integer, got "${value}"`);
       await setKernelParam(runDir(cmd), param, parsed);
       process.stdout.write(`${param} = ${parsed}\n`);
     });
