@@ -4,13 +4,13 @@
  * Everything is measured in this run, on this machine; ratios are what to compare across runs.
  *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000] [--max-io-bytes N (kernel split)]
  */
-import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../src/fuse';
-import { dmctl, spawnKernel, spawnPassthrough, VabChild } from '../src/ota/vab-processes';
+import { dmctl, spawnKernel, spawnPassthrough } from '../src/ota/vab-processes';
+import { ChildHandle, start } from '../src/util/exec';
 
 const MiB = 1024 * 1024;
 
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   const size = option('size-mib', 256) * MiB;
   const randomReads = option('random-reads', 4000);
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-bench-runtime-'));
-  const children: VabChild[] = [];
+  const children: ChildHandle[] = [];
   try {
     const image = path.join(work, 'image.img');
     await writeImage(image, size);
@@ -91,9 +91,9 @@ async function main(): Promise<void> {
     const direct = await measure(image, size, randomReads);
 
     const serverScript = path.join(__dirname, 'support/image-server.js');
-    const noHop = new VabChild(spawn(process.execPath, [serverScript, plainMount, 'bench', image], { stdio: ['ignore', 'pipe', 'pipe'] }), 'image-server');
+    const noHop = start(process.execPath, [serverScript, plainMount, 'bench', image], { label: 'image-server' });
     children.push(noHop);
-    await noHop.waitForOutput('ready');
+    await noHop.waitForLine(/^ready /);
     const fuseOnly = await measure(path.join(plainMount, 'bench'), size, randomReads);
     await noHop.stop();
 

@@ -31,7 +31,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
+/**
+ * Runs the command line of this process and sets its exit status. The status is set, not forced
+ * with process.exit: long-running commands (kernel, daemons) end when their work does, and output
+ * piped to another process is never cut short.
+ */
+export function runCli(): void {
   main(process.argv).then(
     (code) => {
       process.exitCode = code;
@@ -42,3 +47,6 @@ if (require.main === module) {
     },
   );
 }
+
+// `node dist/src/cli/main.js` keeps working; the package's command is bin/vab.
+if (require.main === module) runCli();

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'fs';
 import { VabError } from '../util/errors';
-import { runCommand } from './command';
+import { run } from '../util/exec';
 
 /** Mounting, finding and tearing down FUSE mounts with util-linux tools (Node has no mount syscall). */
 
@@ -20,12 +20,12 @@ export interface MountRequest {
  */
 export async function mountDevFuse(request: MountRequest): Promise<void> {
   const options = `fd=3,rootmode=40000,user_id=0,group_id=0,allow_other,max_read=${request.maxRead}`;
-  const result = await runCommand('mount', ['-i', '-t', 'fuse.vab', '-o', options, request.source, request.mountpoint], {
-    extraFd: request.fd,
+  const result = await run('mount', ['-i', '-t', 'fuse.vab', '-o', options, request.source, request.mountpoint], {
+    extraFds: [request.fd],
     timeoutMs: 30_000,
   });
   if (result.code !== 0) {
-    throw new VabError('EIO', `mount of FUSE on ${request.mountpoint} failed: ${result.stderr || `exit ${result.code}`}`);
+    throw new VabError('EIO', `mount of FUSE on ${request.mountpoint} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
   }
 }
 
@@ -63,19 +63,20 @@ export async function fuseMountsAt(mountpoint: string): Promise<MountInfoEntry[]
 
 export async function unmount(mountpoint: string, options: { lazy: boolean; timeoutMs: number }): Promise<{ ok: boolean; reason: string }> {
   const args = options.lazy ? ['-l', mountpoint] : [mountpoint];
-  const result = await runCommand('umount', args, { timeoutMs: options.timeoutMs });
+  const result = await run('umount', args, { timeoutMs: options.timeoutMs }).catch((err: Error) => err);
+  if (result instanceof Error) return { ok: false, reason: result.message };
   if (result.code === 0) return { ok: true, reason: '' };
-  return { ok: false, reason: result.timedOut ? 'umount timed out' : result.stderr || `exit ${result.code}` };
+  return { ok: false, reason: result.timedOut ? 'umount timed out' : result.stderr.trim() || `exit ${result.code}` };
 }
 
 /** fusectl is not mounted on every machine; the abort files only exist once it is. */
 export async function ensureFusectl(): Promise<void> {
   const present = await fsp.readdir(FUSECTL_DIR).catch(() => null);
   if (present !== null && present.length > 0) return;
-  const result = await runCommand('mount', ['-t', 'fusectl', 'none', FUSECTL_DIR], { timeoutMs: 10_000 });
+  const result = await run('mount', ['-t', 'fusectl', 'none', FUSECTL_DIR], { timeoutMs: 10_000 });
   // "already mounted" (with no connections yet) is fine; anything else leaves us unable to abort.
   if (result.code !== 0 && !/already mounted|busy/i.test(result.stderr)) {
-    throw new VabError('EIO', `cannot mount fusectl on ${FUSECTL_DIR}: ${result.stderr}`);
+    throw new VabError('EIO', `cannot mount fusectl on ${FUSECTL_DIR}: ${result.stderr.trim()}`);
   }
 }
 

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../fuse';
 import { VabError } from '../util/errors';
-import { run, runChecked } from '../util/exec';
-import { dmctl, spawnKernel, spawnPassthrough, VabChild } from './vab-processes';
+import { ChildHandle, run, runChecked } from '../util/exec';
+import { dmctl, spawnKernel, spawnPassthrough } from './vab-processes';
 
 /**
  * `npm start` for now: the dm-user runtime end to end, narrated on stdout. A filesystem image is
@@ -32,7 +32,7 @@ export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<
   const restartGraceMs = options.restartGraceMs ?? 5000;
   const work = options.workDir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-demo-')));
   const dirs = { mount: path.join(work, 'blocks'), run: path.join(work, 'run'), fs: path.join(work, 'system'), fixtures: path.join(work, 'fixtures') };
-  const children: VabChild[] = [];
+  const children: ChildHandle[] = [];
   let fsMounted = false;
   try {
     await fsp.mkdir(dirs.fs, { recursive: true });

@@ -1,7 +1,5 @@
-import { ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
-import { VabError } from '../util/errors';
-import { runChecked, RunResult } from '../util/exec';
+import { ChildHandle, RunResult, runChecked, start } from '../util/exec';
 
 /**
  * Starts and drives the long-lived vab processes (`vab kernel`, daemons) as children, the way a
@@ -9,11 +7,16 @@ import { runChecked, RunResult } from '../util/exec';
  * tests) use these, so they never serve a mount themselves and may touch it freely.
  */
 
-/** The compiled CLI entry (dist/src/cli/main.js), found relative to this compiled file. */
-export const VAB_MAIN = path.resolve(__dirname, '../cli/main.js');
+/** The package's `vab` command (bin/vab), found relative to this compiled file (dist/src/ota/). */
+export const VAB_BIN = path.resolve(__dirname, '../../../bin/vab');
 
+/** This node runs the children too: the `#!/usr/bin/env node` line could find another one on PATH. */
 export function vab(args: readonly string[], timeoutMs = 30_000): Promise<RunResult> {
-  return runChecked(process.execPath, [VAB_MAIN, ...args], { timeoutMs });
+  return runChecked(process.execPath, [VAB_BIN, ...args], { timeoutMs });
+}
+
+export function spawnVab(args: readonly string[], label: string): ChildHandle {
+  return start(process.execPath, [VAB_BIN, ...args], { label });
 }
 
 export interface KernelOptions {
@@ -24,66 +27,30 @@ export interface KernelOptions {
   logFile?: string;
 }
 
-/** A child vab process and what it printed so far. */
-export class VabChild {
-  stdout = '';
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  constructor(readonly child: ChildProcess, readonly label: string) {
-    child.stdout?.setEncoding('utf8').on('data', (text: string) => (this.stdout += text));
-    child.stderr?.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1;
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Waits until stdout holds `text`; fails if the process exits first or the wait runs out. */
-  async waitForOutput(text: string, timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.stdout.includes(text)) {
-      if (!this.running) throw new VabError('ESTATE', `${this.label} exited before printing "${text}": ${this.stderr.trim()}`);
-      if (Date.now() > deadline) throw new VabError('ETIMEDOUT', `${this.label} did not print "${text}" within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-
-  /** Sends `signal` and waits for the exit (escalating to SIGKILL after `graceMs`). */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
-    if (!this.running) return;
-    this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
-export function spawnVab(args: readonly string[], label: string): VabChild {
-  return new VabChild(spawn(process.execPath, [VAB_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }), label);
-}
-
 /** Starts `vab kernel` and waits until its block files are mounted and its control socket answers. */
-export async function spawnKernel(options: KernelOptions): Promise<VabChild> {
+export async function spawnKernel(options: KernelOptions): Promise<ChildHandle> {
   const args = ['kernel', '--mount', options.mount, '--run', options.run];
   if (options.daemonTimeoutMs !== undefined) args.push('--daemon-timeout-ms', String(options.daemonTimeoutMs));
   if (options.restartGraceMs !== undefined) args.push('--restart-grace-ms', String(options.restartGraceMs));
   if (options.logFile !== undefined) args.push('--log', options.logFile);
-  const kernel = spawnVab(args, 'vab kernel');
-  await kernel.waitForOutput('ready');
-  return kernel;
+  return started(spawnVab(args, 'vab kernel'), /^vab kernel: ready /);
 }
 
 /** Starts the passthrough daemon for target `name`; it attaches its channels at once. */
-export async function spawnPassthrough(runDir: string, name: string, image: string, channels = 4): Promise<VabChild> {
+export async function spawnPassthrough(runDir: string, name: string, image: string, channels = 4): Promise<ChildHandle> {
   const daemon = spawnVab(['passthrough', '--run', runDir, name, '--image', image, '--channels', String(channels)], `vab passthrough ${name}`);
-  await daemon.waitForOutput('serving');
-  return daemon;
+  return started(daemon, /^vab passthrough: serving /);
+}
+
+/** Waits for the child's ready line; a child that never prints it is killed, not left behind. */
+async function started(child: ChildHandle, ready: RegExp): Promise<ChildHandle> {
+  try {
+    await child.waitForLine(ready, 15_000);
+    return child;
+  } catch (err) {
+    await child.stop('SIGKILL');
+    throw err;
+  }
 }
 
 export function dmctl(runDir: string, args: readonly string[]): Promise<RunResult> {

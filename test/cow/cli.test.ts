@@ -1,22 +1,14 @@
-import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import type { RunResult } from '../../src/util/exec';
+import { vab } from '../support/cli';
 import { textLike } from './helpers';
 
-const run = promisify(execFile);
-const vab = path.resolve(__dirname, '../../dist/src/cli/main.js');
 const BS = 4096;
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [vab, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function cli(...args: string[]): Promise<RunResult> {
+  return vab(args);
 }
 
 let dir: string;

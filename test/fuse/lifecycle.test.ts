@@ -1,7 +1,7 @@
-import { spawn } from 'child_process';
 import { promises as fsp } from 'fs';
 import { forceUnmount } from '../../src/fuse/cleanup';
 import { abortConnection, fuseMountsAt } from '../../src/fuse/mount';
+import { run, start } from '../../src/util/exec';
 import { startFuseServer } from './support/child';
 import { isMounted, sh, within, Workspace } from './support/workspace';
 
@@ -28,11 +28,7 @@ async function serve(name: string, options: { directIo?: boolean; maxIo?: number
 
 /** Starts a read of the slow file and waits until the server holds the request. */
 async function readerStuckOnSlow(server: Awaited<ReturnType<typeof serve>>['server'], mnt: string) {
-  const reader = spawn('dd', [`if=${mnt}/slow`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  reader.stderr.setEncoding('utf8');
-  reader.stderr.on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => reader.on('close', (code) => resolve({ code, stderr })));
+  const exited = run('dd', [`if=${mnt}/slow`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { timeoutMs: 3 * SLOW_MS });
   await server.waitFor((e) => e.event === 'slow-read');
   return { exited };
 }
@@ -50,20 +46,20 @@ describe('FUSE session lifetime', () => {
 
   it('unmounts a busy mount lazily and aborts it, so the server still exits', async () => {
     const { server, mnt } = await serve('busy');
-    const holder = spawn('sh', ['-c', `exec 3<${mnt}/data; echo held; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
-    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const holder = start('sh', ['-c', `exec 3<${mnt}/data; echo held; exec sleep 60`]);
+    await holder.waitForLine('held');
     try {
       expect(await within(server.stop(), 20_000, 'hung')).toBe(0);
       expect(await isMounted(mnt)).toBe(false);
     } finally {
-      holder.kill('SIGKILL');
+      await holder.stop('SIGKILL');
     }
   });
 
   it('leaves readers with an error, not a hang, when the server is killed; forceUnmount cleans up', async () => {
     const { server, mnt } = await serve('killed');
     const reader = await readerStuckOnSlow(server, mnt);
-    server.child.kill('SIGKILL');
+    server.child.signal('SIGKILL');
     const outcome = await within(reader.exited, 10_000, undefined);
     expect(outcome?.code).toBe(1);
     expect(outcome?.stderr).toMatch(/Software caused connection abort/);
@@ -76,7 +72,7 @@ describe('FUSE session lifetime', () => {
     const { server, mnt, data } = await serve('exited');
     // Served once, so the reader threads are surely blocked in read() when the process exits.
     expect((await sh(`cmp ${mnt}/data ${data.file.backing}`)).code).toBe(0);
-    server.child.stdin!.write('exit\n');
+    server.child.stdin.write('exit\n');
     expect(await within(server.exited, 10_000, 'hung')).toBe(3);
     expect((await sh(`stat ${mnt}/data`)).stderr).toMatch(/Transport endpoint is not connected/);
     expect(await forceUnmount(mnt)).toBe(1);

@@ -1,6 +1,6 @@
-import { spawn } from 'child_process';
 import { promises as fsp } from 'fs';
 import path from 'path';
+import { start } from '../../src/util/exec';
 import { FuseServerProcess, startFuseServer } from './support/child';
 import { sh, within, Workspace } from './support/workspace';
 
@@ -139,13 +139,13 @@ describe('FUSE block files on a real mount', () => {
 
   it('does not hang a reader interrupted by a signal: it returns once the reply comes', async () => {
     const before = server.count('slow-read');
-    const reader = spawn('dd', [`if=${mnt}/slow`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { stdio: 'ignore' });
-    const exited = new Promise<string>((resolve) => reader.on('exit', (code, signal) => resolve(String(signal ?? code))));
+    const reader = start('dd', [`if=${mnt}/slow`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none']);
+    const exited = reader.exited.then((exit) => String(exit.signal ?? exit.code));
     await server.waitFor(() => server.count('slow-read') > before);
     // INTERRUPT reaches the server, which ignores it; the reader leaves when the provider answers.
-    reader.kill('SIGINT');
+    reader.signal('SIGINT');
     const outcome = await within(exited, SLOW_MS * 3, 'hung');
-    if (outcome === 'hung') reader.kill('SIGKILL');
+    if (outcome === 'hung') reader.signal('SIGKILL');
     expect(outcome).not.toBe('hung');
     expect((await sh(`cmp ${mnt}/ro ${readonly.backing}`)).code).toBe(0);
   });

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Child, Runtime, ddRead, sh } from './support/runtime';
+import { ChildHandle, start } from '../../src/util/exec';
+import { Runtime, ddRead, sh } from './support/runtime';
 
 jest.setTimeout(60_000);
 
@@ -22,12 +22,12 @@ afterAll(async () => {
  * A sequential reader of `blocks` blocks from `first`, in two halves: it reports "half" and waits
  * for a line on stdin before the second half, so the test can stop the daemon at a known point.
  */
-function pausedReader(file: string, out: string, first: number, blocks: number): Child {
+function pausedReader(file: string, out: string, first: number, blocks: number): ChildHandle {
   const half = blocks / 2;
   const dd = (skip: number, seek: number): string =>
     `dd if=${file} of=${out} bs=${BLOCK} skip=${skip} seek=${seek} count=${half} iflag=direct conv=notrunc status=none`;
   const script = `${dd(first, 0)} && echo half && read go && ${dd(first + half, half)} && echo done`;
-  return new Child(spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] }));
+  return start('sh', ['-c', script], { stdin: 'pipe' });
 }
 
 it('(4) killing and restarting the daemon during long sequential reads: no errors, identical data', async () => {
@@ -42,7 +42,7 @@ it('(4) killing and restarting the daemon during long sequential reads: no error
 
   // Stop the daemon, let every reader issue its next read, and make sure the daemon holds them.
   daemon.signal('SIGSTOP');
-  for (const c of children) c.proc.stdin!.write('go\n');
+  for (const c of children) c.stdin.write('go\n');
   await rt.waitForTarget('system', (t) => t.held === readers, 'the stopped daemon to hold one read per reader');
   daemon.signal('SIGKILL');
   await daemon.exited;
@@ -51,7 +51,7 @@ it('(4) killing and restarting the daemon during long sequential reads: no error
   await rt.passthrough('system', image, 4);
 
   const exits = await Promise.all(children.map((c) => c.exited));
-  children.forEach((c) => expect(c.errorOutput).toBe(''));
+  children.forEach((c) => expect(c.stderr).toBe(''));
   expect(exits.every((e) => e.code === 0)).toBe(true);
   const got = Buffer.concat(await Promise.all(outs.map((o) => fs.readFile(o))));
   expect(got.equals(content)).toBe(true);

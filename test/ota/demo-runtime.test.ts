@@ -1,15 +1,12 @@
-import path from 'node:path';
-import { run } from '../../src/util/exec';
+import { vab } from '../support/cli';
 
 /**
  * `npm start` runs this demo; it must keep working end to end. It runs as a child process (the
  * demo spawns vab kernel, which serves the mount; this process only reads the narration).
  */
-const MAIN = path.resolve(__dirname, '../../dist/src/cli/main.js');
-
 describe('vab demo runtime', () => {
   it('serves, mounts and runs a filesystem, fails IO within its bound, and survives a supervised restart', async () => {
-    const result = await run(process.execPath, [MAIN, 'demo', 'runtime', '--daemon-timeout-ms', '1500'], { timeoutMs: 120_000 });
+    const result = await vab(['demo', 'runtime', '--daemon-timeout-ms', '1500'], { timeoutMs: 120_000 });
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const out = result.stdout;

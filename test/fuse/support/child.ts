@@ -1,9 +1,8 @@
-import { ChildProcess, spawn } from 'child_process';
 import { createHash } from 'crypto';
 import { promises as fsp } from 'fs';
 import os from 'os';
 import path from 'path';
-import { run } from '../../../src/util/exec';
+import { ChildHandle, run, start } from '../../../src/util/exec';
 import type { ServerConfig } from './server';
 
 /**
@@ -61,10 +60,11 @@ async function sourceHash(entry: string): Promise<string> {
   return hash.digest('hex').slice(0, 16);
 }
 
-export function spawnCompiled(script: string, args: readonly string[]): ChildProcess {
-  return spawn(process.execPath, [script, ...args], {
-    stdio: ['pipe', 'pipe', 'pipe'],
+export function spawnCompiled(script: string, args: readonly string[]): ChildHandle {
+  return start(process.execPath, [script, ...args], {
+    stdin: 'pipe',
     env: { ...process.env, NODE_PATH: path.join(REPO, 'node_modules') },
+    label: path.basename(script),
   });
 }
 
@@ -73,31 +73,20 @@ export interface ServerEvent {
   [key: string]: unknown;
 }
 
-/** A running support/server.ts child and the events it has printed so far. */
+/** A running support/server.ts child and the events (one JSON object per stdout line) it has printed so far. */
 export class FuseServerProcess {
-  readonly events: ServerEvent[] = [];
   readonly exited: Promise<number | null>;
-  stderr = '';
-  private waiters: (() => void)[] = [];
 
-  constructor(readonly child: ChildProcess) {
-    let pending = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      pending += chunk;
-      let newline: number;
-      while ((newline = pending.indexOf('\n')) >= 0) {
-        this.events.push(JSON.parse(pending.slice(0, newline)) as ServerEvent);
-        pending = pending.slice(newline + 1);
-        for (const wake of this.waiters.splice(0)) wake();
-      }
-    });
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) => child.on('exit', (code) => {
-      resolve(code);
-      for (const wake of this.waiters.splice(0)) wake();
-    }));
+  constructor(readonly child: ChildHandle) {
+    this.exited = child.exited.then((exit) => exit.code);
+  }
+
+  get events(): ServerEvent[] {
+    return this.child.lines.map((line) => JSON.parse(line) as ServerEvent);
+  }
+
+  get stderr(): string {
+    return this.child.stderr;
   }
 
   count(event: string, file?: string): number {
@@ -106,28 +95,13 @@ export class FuseServerProcess {
 
   /** Resolves with the first event matching, failing after `timeoutMs` or if the child exits first. */
   async waitFor(match: (e: ServerEvent) => boolean, timeoutMs = 10_000): Promise<ServerEvent> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.events.find(match);
-      if (found) return found;
-      if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`server exited (${this.child.exitCode ?? this.child.signalCode}) before the event; stderr: ${this.stderr}; events: ${JSON.stringify(this.events)}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for a server event; events: ${JSON.stringify(this.events)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    const line = await this.child.waitForLine((l) => match(JSON.parse(l) as ServerEvent), timeoutMs);
+    return JSON.parse(line) as ServerEvent;
   }
 
   /** Asks for a clean unmount and waits for the process to exit. */
   async stop(): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.stdin!.write('unmount\n');
+    if (this.child.running) this.child.stdin.write('unmount\n');
     return this.exited;
   }
 }

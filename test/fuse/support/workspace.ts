@@ -38,7 +38,7 @@ export class Workspace {
   async dispose(): Promise<void> {
     await Promise.all(
       this.servers.map(async (server) => {
-        if ((await within(server.stop(), 5_000, 'hung')) === 'hung') server.child.kill('SIGKILL');
+        if ((await within(server.stop(), 5_000, 'hung')) === 'hung') server.child.signal('SIGKILL');
       }),
     );
     await forceUnmountUnder(this.dir);

@@ -1,4 +1,3 @@
-import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -7,85 +6,21 @@ import { forceUnmountUnder } from '../../../src/fuse/cleanup';
 import type { KernelStatus } from '../../../src/kernel/control';
 import { kernelStatus } from '../../../src/kernel/control-client';
 import type { TargetInfo } from '../../../src/kernel/target';
-import { RunResult, run } from '../../../src/util/exec';
+import { ChildHandle, RunResult, run } from '../../../src/util/exec';
+import { startVab, vab as vabCli } from '../../support/cli';
 
 /**
- * End-to-end harness: `vab kernel` and `vab passthrough` as child processes (the built CLI, so
- * run `npm run build` first), IO only from child processes (dd, sh), never from this process.
+ * End-to-end harness: `vab kernel` and `vab passthrough` as child processes started through
+ * bin/vab (the built CLI, so run `npm run build` first), IO only from child processes (dd, sh),
+ * never from this process.
  */
-export const REPO = path.resolve(__dirname, '../../..');
-export const CLI = path.join(REPO, 'dist/src/cli/main.js');
 
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** A child with its stdout lines and its exit. */
-export class Child {
-  readonly lines: string[] = [];
-  readonly exited: Promise<Exit>;
-  private stderr = '';
-  private readonly watchers: Array<() => void> = [];
-
-  constructor(readonly proc: ChildProcess) {
-    proc.stdout?.setEncoding('utf8');
-    let partial = '';
-    proc.stdout?.on('data', (chunk: string) => {
-      partial += chunk;
-      const parts = partial.split('\n');
-      partial = parts.pop()!;
-      this.lines.push(...parts);
-      for (const w of this.watchers.splice(0)) w();
-    });
-    proc.stderr?.setEncoding('utf8');
-    proc.stderr?.on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-    void this.exited.then(() => {
-      for (const w of this.watchers.splice(0)) w();
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  get errorOutput(): string {
-    return this.stderr;
-  }
-
-  /** Waits for a stdout line matching `pattern`; fails if the child exits first or time runs out. */
-  async waitForLine(pattern: RegExp, timeoutMs = 20_000): Promise<string> {
-    const until = Date.now() + timeoutMs;
-    let exited = false;
-    void this.exited.then(() => (exited = true));
-    for (;;) {
-      const line = this.lines.find((l) => pattern.test(l));
-      if (line) return line;
-      if (exited || Date.now() > until) {
-        throw new Error(`no line matching ${pattern} (exited: ${exited}); stdout: ${this.lines.join('\n')}; stderr: ${this.stderr.slice(-2000)}`);
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 100);
-        this.watchers.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
-  }
-}
-
-export function vabChild(args: readonly string[]): Child {
-  return new Child(spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+export function vabChild(args: readonly string[]): ChildHandle {
+  return startVab(args);
 }
 
 export function vab(args: readonly string[], timeoutMs = 20_000): Promise<RunResult> {
-  return run(process.execPath, [CLI, ...args], { timeoutMs });
+  return vabCli(args, { timeoutMs });
 }
 
 /** A shell snippet in a child process: the only way tests touch the mount. */
@@ -94,14 +29,14 @@ export function sh(script: string, timeoutMs = 30_000): Promise<RunResult> {
 }
 
 export class Runtime {
-  readonly daemons: Child[] = [];
+  readonly daemons: ChildHandle[] = [];
 
   private constructor(
     readonly dir: string,
     readonly mount: string,
     readonly run: string,
     readonly log: string,
-    readonly kernel: Child,
+    readonly kernel: ChildHandle,
   ) {}
 
   /** Starts `vab kernel` with extra flags and waits for its ready line. */
@@ -146,7 +81,7 @@ export class Runtime {
   }
 
   /** Starts `vab passthrough` and waits until its channels are open. */
-  async passthrough(name: string, image: string, channels = 4): Promise<Child> {
+  async passthrough(name: string, image: string, channels = 4): Promise<ChildHandle> {
     const daemon = vabChild(['passthrough', name, '--run', this.run, '--image', image, '--channels', String(channels), '--log', path.join(this.dir, `passthrough-${name}.log`)]);
     this.daemons.push(daemon);
     await daemon.waitForLine(/^vab passthrough: serving /);
@@ -175,12 +110,7 @@ export class Runtime {
   /** Even after a failed test: kill daemons, stop the kernel (SIGKILL if it hangs), force-unmount, remove the directory. */
   async dispose(): Promise<void> {
     for (const daemon of this.daemons) daemon.signal('SIGKILL');
-    this.kernel.signal('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const stopped = await Promise.race([this.kernel.exited.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 10_000)))]);
-    clearTimeout(timer);
-    if (!stopped) this.kernel.signal('SIGKILL');
-    await this.kernel.exited;
+    await this.kernel.stop('SIGTERM', 10_000);
     await Promise.all(this.daemons.map((d) => d.exited));
     await forceUnmountUnder(this.dir);
     await fs.rm(this.dir, { recursive: true, force: true });
