@@ -4,10 +4,12 @@ import path from 'node:path';
 import { extractPayload } from '../../src/payload/extract';
 import { OpType } from '../../src/payload/manifest';
 import { PayloadFile } from '../../src/payload/payload-file';
+import { AOSP_FIXTURES as AOSP, describeWithFiles } from '../support/fixtures';
 
-const AOSP = path.resolve(__dirname, '../../../shared/fixtures/aosp');
+/** Android's own sample payload (kept beside the repo); repo-fixture.test.ts checks the same on images the repo makes. */
+const FILES = ['full_payload.bin', 'disk_ext2_4k.img', 'disk_sqfs_default.img'].map((f) => path.join(AOSP, f));
 
-describe('the AOSP sample full payload', () => {
+describeWithFiles('the AOSP sample full payload', FILES, () => {
   let out: string;
   beforeAll(async () => {
     out = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-aosp-'));
