@@ -1,7 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { applyCow, createCow, formatInspection, inspectCow } from '../../cow';
 
-/** vab cow inspect | create | apply: thin wrappers over src/cow. */
+/** vab cow inspect | create | apply: thin wrappers over src/cow, loaded only when one of them runs. */
 export function registerCowCommands(program: Command): void {
   const cow = program.command('cow').description("Android COW files (libsnapshot's v3 format; v2 read)");
 
@@ -13,6 +12,7 @@ export function registerCowCommands(program: Command): void {
     .option('--decompress', 'decompress every payload to check it')
     .description('show header fields, op counts, merge order and whether the COW is valid')
     .action(async (file: string, opts: { json?: boolean; ops?: boolean; decompress?: boolean }) => {
+      const { formatInspection, inspectCow } = require('../../cow') as typeof import('../../cow');
       const report = await inspectCow(file, { ops: opts.ops, decompress: opts.decompress });
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInspection(report)}\n`);
       if (!report.valid) process.exitCode = 1;
@@ -28,6 +28,7 @@ export function registerCowCommands(program: Command): void {
     .option('--xor', 'use xor ops for blocks similar to their old content')
     .description('write the COW that turns OLD into NEW')
     .action(async (opts: { base: string; target: string; output: string; compression: string; compressionFactor: number; xor?: boolean }) => {
+      const { createCow } = require('../../cow') as typeof import('../../cow');
       const result = await createCow(opts.base, opts.target, opts.output, {
         compression: opts.compression,
         compressionFactor: opts.compressionFactor,
@@ -49,6 +50,7 @@ export function registerCowCommands(program: Command): void {
     .option('--size <bytes>', 'size of the new image (default: the base size, or the COW extent if larger)', parseInteger)
     .description('write the new image a COW describes over OLD (OLD is not modified)')
     .action(async (file: string, opts: { base: string; output: string; size?: number }) => {
+      const { applyCow } = require('../../cow') as typeof import('../../cow');
       const result = await applyCow(file, opts.base, opts.output, { size: opts.size, progress: true });
       process.stdout.write(`${opts.output}: ${result.bytes} bytes (${result.blocks} blocks)\n`);
     });

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runRuntimeDemo } from '../../ota/demo-runtime';
 import { integer } from '../options';
 
 export function registerDemoCommands(program: Command): void {
@@ -11,6 +10,7 @@ export function registerDemoCommands(program: Command): void {
     .option('--daemon-timeout-ms <ms>', 'wait for a daemon on a new target', integer(1), 2000)
     .option('--restart-grace-ms <ms>', 'supervised mode grace for a restarted daemon', integer(1), 5000)
     .action(async (opts: { work?: string; daemonTimeoutMs: number; restartGraceMs: number }) => {
+      const { runRuntimeDemo } = require('../../ota/demo-runtime') as typeof import('../../ota/demo-runtime');
       await runRuntimeDemo({ workDir: opts.work, daemonTimeoutMs: opts.daemonTimeoutMs, restartGraceMs: opts.restartGraceMs });
     });
 }

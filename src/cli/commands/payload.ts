@@ -1,13 +1,10 @@
 import { Command, Option } from 'commander';
-import { extractPayload } from '../../payload/extract';
-import { generatePayload, PayloadCompression } from '../../payload/generate';
-import { formatSummary, inspectPayload } from '../../payload/inspect';
-import { loadPrivateKey, loadPublicKey } from '../../payload/signing';
-import { createLogger } from '../../util/log';
-import { createProgress, Progress } from '../../util/progress';
+import type { PayloadCompression } from '../../payload/generate';
+import type { Progress } from '../../util/progress';
 
 /** A progress callback that starts its bar on the first report (when the total is known). */
 function progressReporter(label: string): { report: (done: number, total: number) => void; finish: () => void } {
+  const { createProgress } = require('../../util/progress') as typeof import('../../util/progress');
   let bar: Progress | undefined;
   let shown = 0;
   return {
@@ -24,6 +21,7 @@ function splitList(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** What a command runs is required inside its action: starting `vab` loads only the command definitions. */
 export function registerPayloadCommands(program: Command): void {
   const payload = program.command('payload').description('read, check, extract and generate Android OTA payloads (payload.bin)');
 
@@ -34,6 +32,8 @@ export function registerPayloadCommands(program: Command): void {
     .option('--json', 'print JSON instead of text')
     .option('--key <pub.pem>', 'public key (PEM) to verify the signatures with')
     .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+      const { loadPublicKey } = require('../../payload/signing') as typeof import('../../payload/signing');
+      const { formatSummary, inspectPayload } = require('../../payload/inspect') as typeof import('../../payload/inspect');
       const key = opts.key ? await loadPublicKey(opts.key) : undefined;
       const summary = await inspectPayload(file, key);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
@@ -50,6 +50,9 @@ export function registerPayloadCommands(program: Command): void {
     .option('--partitions <names>', 'comma-separated partitions to extract (default: all)', splitList)
     .option('--key <pub.pem>', 'public key (PEM); the payload is refused unless its signatures verify')
     .action(async (file: string, opts: { out: string; source?: string; partitions?: string[]; key?: string }) => {
+      const { loadPublicKey } = require('../../payload/signing') as typeof import('../../payload/signing');
+      const { extractPayload } = require('../../payload/extract') as typeof import('../../payload/extract');
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
       const publicKey = opts.key ? await loadPublicKey(opts.key) : undefined;
       const progress = progressReporter('extract');
       const images = await extractPayload(file, {
@@ -74,6 +77,9 @@ export function registerPayloadCommands(program: Command): void {
     .addOption(new Option('--compression <codec>', 'compression of replace operations').choices(['zstd', 'xz', 'bz2']).default('zstd'))
     .option('--partitions <names>', 'comma-separated partitions (default: every *.img in --target)', splitList)
     .action(async (opts: { target: string; source?: string; output: string; key?: string; compression: PayloadCompression; partitions?: string[] }) => {
+      const { loadPrivateKey } = require('../../payload/signing') as typeof import('../../payload/signing');
+      const { generatePayload } = require('../../payload/generate') as typeof import('../../payload/generate');
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
       const privateKey = opts.key ? await loadPrivateKey(opts.key) : undefined;
       const progress = progressReporter('generate');
       const summary = await generatePayload({

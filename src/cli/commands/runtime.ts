@@ -1,13 +1,12 @@
 import { Command } from 'commander';
-import { createTarget, kernelStatus, removeTarget, setKernelParam } from '../../kernel/control-client';
-import { startKernelService } from '../../kernel/service';
 import { DEFAULT_PARAMS } from '../../kernel/params';
-import { DEFAULT_PASSTHROUGH_CHANNELS, startPassthrough } from '../../snapuserd/passthrough';
 import { VabError } from '../../util/errors';
-import { createLogger } from '../../util/log';
 import { integer } from '../options';
 
-/** The runtime: `vab kernel` (emulated dm-user), `vab dmctl` (its dmsetup), `vab passthrough` (a daemon). */
+/**
+ * The runtime: `vab kernel` (emulated dm-user), `vab dmctl` (its dmsetup), `vab passthrough` (a
+ * daemon). Each action loads what it runs: short dmctl calls should not pay for the FUSE server.
+ */
 export function registerRuntimeCommands(program: Command): void {
   registerKernel(program);
   registerDmctl(program);
@@ -41,6 +40,8 @@ function registerKernel(program: Command): void {
     .option('--page-cache', 'let the page cache sit in front of the block files (default: direct IO)')
     .option('--log <file>', 'JSON log file (default: stderr)')
     .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; maxIoBytes: number; pageCache?: boolean; log?: string }) => {
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const { startKernelService } = require('../../kernel/service') as typeof import('../../kernel/service');
       const logger = createLogger('kernel', { file: opts.log });
       // Handlers first: a supervisor may signal as soon as it sees the ready line.
       const signal = nextSignal();
@@ -77,6 +78,7 @@ function registerDmctl(program: Command): void {
     .description('create a target: block file <mount>/<name> and endpoint <run>/dm-user/<name>')
     .requiredOption('--size <bytes>', 'size in bytes, a multiple of 512', integer(1))
     .action(async (name: string, opts: { size: number }, cmd: Command) => {
+      const { createTarget } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
       const info = await createTarget(runDir(cmd), name, opts.size);
       process.stdout.write(`created ${info.name}: ${info.sectors} sectors\n`);
     });
@@ -85,6 +87,7 @@ function registerDmctl(program: Command): void {
     .command('remove <name>')
     .description('remove a target: queued IO fails, its daemon sees end of messages')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const { removeTarget } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
       await removeTarget(runDir(cmd), name);
       process.stdout.write(`removed ${name}\n`);
     });
@@ -94,6 +97,7 @@ function registerDmctl(program: Command): void {
     .description('list targets and parameters')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const { kernelStatus } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
       const status = await kernelStatus(runDir(cmd));
       if (opts.json) {
         process.stdout.write(JSON.stringify(status, null, 2) + '\n');
@@ -113,6 +117,7 @@ function registerDmctl(program: Command): void {
       // Parsed here, not by commander: an error thrown inside an action would exit silently.
       const parsed = Number(value);
       if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) throw new VabError('EINVAL_INPUT', `${param}: expected a non-negative integer, got "${value}"`);
+      const { setKernelParam } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
       await setKernelParam(runDir(cmd), param, parsed);
       process.stdout.write(`${param} = ${parsed}\n`);
     });
@@ -124,14 +129,17 @@ function registerPassthrough(program: Command): void {
     .description('serve a target from an image file (the reference dm-user daemon); exits 0 when the target is removed')
     .requiredOption('--run <dir>', 'run directory of the kernel')
     .requiredOption('--image <file>', 'backing image')
-    .option('--channels <n>', 'channels to open', integer(1), DEFAULT_PASSTHROUGH_CHANNELS)
+    .option('--channels <n>', 'channels to open (default: 4)', integer(1))
     .option('--log <file>', 'JSON log file (default: stderr)')
-    .action(async (name: string, opts: { run: string; image: string; channels: number; log?: string }) => {
+    .action(async (name: string, opts: { run: string; image: string; channels?: number; log?: string }) => {
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const { DEFAULT_PASSTHROUGH_CHANNELS, startPassthrough } = require('../../snapuserd/passthrough') as typeof import('../../snapuserd/passthrough');
+      const channels = opts.channels ?? DEFAULT_PASSTHROUGH_CHANNELS;
       const logger = createLogger('passthrough', { file: opts.log });
       // Handlers first: a supervisor may signal as soon as it sees the serving line.
       const signal = nextSignal();
-      const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels: opts.channels, logger });
-      process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${opts.channels} channels\n`);
+      const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels, logger });
+      process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${channels} channels\n`);
       const how = await Promise.race([signal.then(() => 'signal'), daemon.done.then(() => 'ended')]);
       if (how === 'signal') await daemon.stop();
       process.stdout.write(`vab passthrough: ${name} ${how === 'signal' ? 'stopped' : 'target gone'}\n`);
