@@ -2,7 +2,10 @@
  * COW benchmark: create/apply against the bare codec, the snapshot reader against reading NEW.img,
  * and the index for 1 million ops. Every ratio compares two figures measured in this run.
  *
- *   npm run bench:cow -- [--size-mib 256] [--codecs none,gz,brotli:5,lz4,zstd] [--factor 4096] [--index-ops 1000000] [--runs 3]
+ *   npm run bench:cow -- [--size-mib 256] [--codecs none,gz,brotli:5,lz4,zstd] [--factor 4096] [--index-ops 1000000] [--runs 3] [--json]
+ *
+ * Ratios (time / baseline time; lower is better): cow_create_zstd_vs_bare, cow_apply_zstd_vs_bare
+ * (when zstd is among --codecs) and reader_seq_vs_floor.
  *
  * Every timed figure is the median of --runs runs (the machine is shared; one run is noise).
  *
@@ -28,7 +31,11 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { applyCow, CowReader, createCodec, createCow, CowWriter, openFile, parseCompression, SnapshotReader } from '../src/cow';
+import { InvalidArgumentError, Option } from 'commander';
+import { integer } from '../src/cli/options';
 import { CompressPool } from '../src/cow/compress-pool';
+import { makeImages, rng, syncFile } from './support/cow-images';
+import { BenchReport, parseBenchArgs } from './support/report';
 
 const BS = 4096;
 
@@ -40,82 +47,31 @@ interface Args {
   runs: number;
 }
 
-function parseArgs(argv: string[]): Args {
-  const args: Args = { sizeMib: 256, codecs: ['none', 'gz', 'brotli,5', 'lz4', 'zstd'], factor: 4096, indexOps: 1_000_000, runs: 3 };
-  for (let i = 0; i < argv.length; i += 2) {
-    const [flag, value] = [argv[i], argv[i + 1]];
-    if (flag === '--size-mib') args.sizeMib = Number(value);
-    else if (flag === '--codecs') args.codecs = value.split(',').map((c) => c.replace(':', ','));
-    else if (flag === '--factor') args.factor = Number(value);
-    else if (flag === '--index-ops') args.indexOps = Number(value);
-    else if (flag === '--runs') args.runs = Math.max(1, Number(value));
-    else throw new Error(`unknown flag ${flag}`);
-  }
-  return args;
+function parseArgs(): Args & { json: boolean } {
+  return parseBenchArgs<Args>('cow', 'COW create/apply against the bare codec, the snapshot reader against its floor, the op index', (c) =>
+    c
+      .option('--size-mib <n>', 'size of OLD and NEW', integer(1), 256)
+      .addOption(new Option('--codecs <list>', 'comma-separated, a level after ":"').argParser(codecList).default(['none', 'gz', 'brotli,5', 'lz4', 'zstd'], 'none,gz,brotli:5,lz4,zstd'))
+      .option('--factor <bytes>', 'COW compression factor', integer(4096), 4096)
+      .option('--index-ops <n>', 'ops in the index benchmark COW', integer(1), 1_000_000)
+      .option('--runs <n>', 'runs per timed figure (the median is reported)', integer(1), 3),
+  );
 }
 
-/** xorshift32 stream, so the images are the same on every run. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
-
-/** Compressible material: words from a small vocabulary with numbers mixed in (roughly 3:1 with zstd). */
-function textPool(bytes: number, seed: number): Buffer {
-  const next = rng(seed);
-  const words = ['system ', 'vendor ', 'lib64 ', 'android.', 'update ', 'block ', '0x', 'merge\n', 'snapshot ', '/data '];
-  const out = Buffer.alloc(bytes);
-  let at = 0;
-  while (at < bytes) {
-    const r = next();
-    const word = r % 3 === 0 ? `${r % 100000} ` : words[r % words.length];
-    at += out.write(word, at, 'latin1');
-  }
-  return out;
-}
-
-/** OLD and NEW: NEW has 30% of its blocks changed (24% new content, 3% moved from elsewhere, 3% zeroed). */
-async function makeImages(dir: string, sizeMib: number): Promise<{ oldPath: string; newPath: string }> {
-  const blocks = (sizeMib * 1024 * 1024) / BS;
-  const pool = textPool(8 * 1024 * 1024, 7);
-  const next = rng(11);
-  const slice = (): Buffer => {
-    const at = next() % (pool.length - BS);
-    return pool.subarray(at, at + BS);
-  };
-  const oldImage = Buffer.allocUnsafe(blocks * BS);
-  for (let b = 0; b < blocks; b++) slice().copy(oldImage, b * BS);
-  const newImage = Buffer.from(oldImage);
-  for (let b = 0; b < blocks; b++) {
-    const roll = next() % 100;
-    if (roll < 24) slice().copy(newImage, b * BS);
-    else if (roll < 27) {
-      const from = next() % blocks;
-      oldImage.copy(newImage, b * BS, from * BS, (from + 1) * BS);
+function codecList(value: string): string[] {
+  return value.split(',').map((name) => {
+    const spec = name.replace(':', ',');
+    try {
+      parseCompression(spec);
+    } catch (err) {
+      throw new InvalidArgumentError(`"${name}": ${err instanceof Error ? err.message : String(err)}`);
     }
-    else if (roll < 30) newImage.fill(0, b * BS, (b + 1) * BS);
-  }
-  const oldPath = path.join(dir, 'old.img');
-  const newPath = path.join(dir, 'new.img');
-  await fs.writeFile(oldPath, oldImage);
-  await fs.writeFile(newPath, newImage);
-  // Write the images back now, so their writeback does not land in a timed figure.
-  for (const file of [oldPath, newPath]) await syncFile(file);
-  return { oldPath, newPath };
-}
-
-async function syncFile(file: string): Promise<void> {
-  const handle = await fs.open(file, 'r+');
-  await handle.sync();
-  await handle.close();
+    return spec;
+  });
 }
 
 let runs = 3;
+let report: BenchReport;
 
 /** The median of `runs` runs of `work` (and the last run's value); `after` cleans up between runs. */
 async function time<T>(work: () => Promise<T> | T, after?: () => Promise<void>): Promise<{ seconds: number; value: T }> {
@@ -226,7 +182,17 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
     await syncFile(outPath);
   }, removeOut);
   const cowBytes = (await fs.stat(cowPath)).size;
-  console.log(
+  const key = compression.replace(',', '');
+  report.figure(`${key}_create_s`, create.seconds);
+  report.figure(`${key}_bare_compress_s`, bare.seconds);
+  report.figure(`${key}_apply_s`, apply.seconds);
+  report.figure(`${key}_bare_decompress_s`, bareDecode.seconds);
+  report.figure(`${key}_cow_bytes`, cowBytes);
+  if (compression === 'zstd') {
+    report.ratio('cow_create_zstd_vs_bare', create.seconds / bare.seconds);
+    report.ratio('cow_apply_zstd_vs_bare', apply.seconds / bareDecode.seconds);
+  }
+  report.line(
     `${compression.padEnd(9)} cow ${(cowBytes / 1048576).toFixed(1).padStart(6)} MiB (${create.value.ops.replace} replace ops, ${(bareBytes / 1048576).toFixed(0)} MiB of replace data)\n` +
       `          create ${create.seconds.toFixed(2)} s on ${threads} thread${threads === 1 ? '' : 's'} (${mib(imageBytes, create.seconds)} of image) vs bare compress ${bare.seconds.toFixed(2)} s (1 thread): ${(create.seconds / bare.seconds).toFixed(2)}x` +
       (threads > 1 ? ` (bare compress on ${threads} threads: ${bareParallel.seconds.toFixed(2)} s, create vs that ${(create.seconds / bareParallel.seconds).toFixed(2)}x)` : '') +
@@ -261,7 +227,11 @@ async function benchSnapshotReader(dir: string, oldPath: string, newPath: string
   // Reading through the COW must decompress every Replace payload; reading NEW.img does not.
   const { bareDecode } = await bareCodec(cowPath, newPath, 'zstd', BS);
   const floor = bareDecode.seconds + direct.seconds;
-  console.log(
+  report.ratio('reader_seq_vs_floor', viaCow.seconds / floor);
+  report.figure('reader_seq_s', viaCow.seconds);
+  report.figure('reader_seq_floor_s', floor);
+  report.figure('reader_4k_s', single.seconds);
+  report.line(
     `snapshot reader (zstd COW), sequential 1 MiB reads: ${mib(imageBytes, viaCow.seconds)} vs NEW.img directly ${mib(imageBytes, direct.seconds)}: ${(viaCow.seconds / direct.seconds).toFixed(2)}x the time` +
       ` (floor, direct read + bare decompress ${bareDecode.seconds.toFixed(2)} s: ${mib(imageBytes, floor)}; reader vs floor ${(viaCow.seconds / floor).toFixed(2)}x)\n` +
       `snapshot reader, sequential 4 KiB reads: ${mib(imageBytes, single.seconds)} vs NEW.img directly ${mib(imageBytes, directSingle.seconds)}: ${(single.seconds / directSingle.seconds).toFixed(2)}x the time`,
@@ -297,7 +267,9 @@ async function benchIndex(dir: string, opCount: number): Promise<void> {
     for (let i = 0; i < opCount; i++) if (cow.index.lookup(order[i]) >= 0) found++;
     return found;
   });
-  console.log(
+  report.figure('index_load_s', load.seconds);
+  report.figure('index_bytes_per_op', cow.bytesPerOp());
+  report.line(
     `index: ${opCount} ops load in ${(load.seconds * 1000).toFixed(0)} ms (reading the file alone: ${(baseline.seconds * 1000).toFixed(0)} ms, ${(load.seconds / baseline.seconds).toFixed(1)}x), ` +
       `${cow.bytesPerOp().toFixed(1)} bytes per op, ${(lookups.seconds * 1e9 / opCount).toFixed(0)} ns per lookup (${lookups.value} found)`,
   );
@@ -305,16 +277,18 @@ async function benchIndex(dir: string, opCount: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseArgs();
   runs = args.runs;
+  report = new BenchReport('cow', args.json);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-bench-cow-'));
   try {
     const imageBytes = args.sizeMib * 1024 * 1024;
-    console.log(`cow benchmark: ${args.sizeMib} MiB images, 30% of blocks changed, compression factor ${args.factor}`);
+    report.line(`cow benchmark: ${args.sizeMib} MiB images, 30% of blocks changed, compression factor ${args.factor}`);
     const { oldPath, newPath } = await makeImages(dir, args.sizeMib);
     for (const codec of args.codecs) await benchCodec(dir, oldPath, newPath, codec, args.factor, imageBytes);
     await benchSnapshotReader(dir, oldPath, newPath, imageBytes);
     await benchIndex(dir, args.indexOps);
+    report.finish();
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

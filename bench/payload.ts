@@ -1,5 +1,6 @@
 /**
- * Payload benchmark: `npm run bench:payload -- [--size-mib N]` (default 512).
+ * Payload benchmark: `npm run bench:payload -- [--size-mib N] [--json]` (default 512).
+ * Ratios (time / baseline time; lower is better): extract_full_zstd_vs_bare, extract_incremental_vs_full.
  *
  * Measures, in one run and on the same data:
  * - extracting a full payload (zstd and xz) against the bare decompressor run over the same
@@ -19,16 +20,17 @@ import { writeFully } from '../src/payload/image-io';
 import { generatePayload, PayloadCompression } from '../src/payload/generate';
 import { OpType } from '../src/payload/manifest';
 import { PayloadFile } from '../src/payload/payload-file';
+import { integer } from '../src/cli/options';
+import { BenchReport, parseBenchArgs } from './support/report';
 
 const BLOCK = 4096;
 const CHUNK = 512 * BLOCK;
 const CODEC_OF: Partial<Record<OpType, 'zstd' | 'xz' | 'bz2'>> = { [OpType.REPLACE_ZSTD]: 'zstd', [OpType.REPLACE_XZ]: 'xz', [OpType.REPLACE_BZ]: 'bz2' };
 
-function parseSize(argv: string[]): number {
-  const at = argv.indexOf('--size-mib');
-  const value = at >= 0 ? Number(argv[at + 1]) : 512;
-  if (!Number.isInteger(value) || value < 4) throw new Error('--size-mib needs an integer of at least 4');
-  return value;
+function parseArgs(): { sizeMib: number; json: boolean } {
+  return parseBenchArgs<{ sizeMib: number }>('payload', 'payload extract and generate against the bare codec', (c) =>
+    c.option('--size-mib <n>', 'size of the partition image', integer(4), 512),
+  );
 }
 
 /**
@@ -131,13 +133,15 @@ const fmt = (s: number) => `${s.toFixed(2)} s`;
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 
 async function main(): Promise<void> {
-  const sizeMiB = parseSize(process.argv.slice(2));
+  const args = parseArgs();
+  const sizeMiB = args.sizeMib;
+  const report = new BenchReport('payload', args.json);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-bench-payload-'));
   try {
     const image = makeImage(sizeMiB);
     await fs.mkdir(path.join(dir, 'old'));
     await fs.writeFile(path.join(dir, 'old', 'system.img'), image);
-    console.log(`payload benchmark: ${sizeMiB} MiB image, ${os.cpus().length} cores, node ${process.version}`);
+    report.line(`payload benchmark: ${sizeMiB} MiB image, ${os.cpus().length} cores, node ${process.version}`);
     const fullExtract: Record<string, number> = {};
     for (const codec of ['zstd', 'xz'] as const) {
       const file = path.join(dir, `full-${codec}.bin`);
@@ -148,10 +152,17 @@ async function main(): Promise<void> {
       const floor = await time(() => decodeHashWrite(file, path.join(dir, 'floor.img')));
       await fs.rm(path.join(dir, 'floor.img'));
       fullExtract[codec] = extract.seconds;
-      console.log(`full ${codec}: payload ${(gen.value.size / 1048576).toFixed(1)} MiB`);
-      console.log(`  extract ${fmt(extract.seconds)} vs bare ${codec} decompress of the same blobs ${fmt(bare.seconds)}: ${ratio(extract.seconds, bare.seconds)} (target <= 1.20x)`);
-      console.log(`  extract vs decompress + hash blob and output + write + fsync on one thread ${fmt(floor.seconds)}: ${ratio(extract.seconds, floor.seconds)}`);
-      console.log(`  generate ${fmt(gen.seconds)} vs bare ${codec} compress of the same chunks ${fmt(bareGen.seconds)}: ${ratio(gen.seconds, bareGen.seconds)}`);
+      report.figure(`extract_full_${codec}_s`, extract.seconds);
+      report.figure(`bare_decompress_${codec}_s`, bare.seconds);
+      report.figure(`extract_floor_${codec}_s`, floor.seconds);
+      report.figure(`generate_full_${codec}_s`, gen.seconds);
+      report.figure(`bare_compress_${codec}_s`, bareGen.seconds);
+      report.figure(`payload_full_${codec}_bytes`, gen.value.size);
+      if (codec === 'zstd') report.ratio('extract_full_zstd_vs_bare', extract.seconds / bare.seconds);
+      report.line(`full ${codec}: payload ${(gen.value.size / 1048576).toFixed(1)} MiB`);
+      report.line(`  extract ${fmt(extract.seconds)} vs bare ${codec} decompress of the same blobs ${fmt(bare.seconds)}: ${ratio(extract.seconds, bare.seconds)} (target <= 1.20x)`);
+      report.line(`  extract vs decompress + hash blob and output + write + fsync on one thread ${fmt(floor.seconds)}: ${ratio(extract.seconds, floor.seconds)}`);
+      report.line(`  generate ${fmt(gen.seconds)} vs bare ${codec} compress of the same chunks ${fmt(bareGen.seconds)}: ${ratio(gen.seconds, bareGen.seconds)}`);
       await fs.rm(path.join(dir, `out-${codec}`), { recursive: true });
     }
     await fs.mkdir(path.join(dir, 'new'));
@@ -159,8 +170,13 @@ async function main(): Promise<void> {
     const delta = path.join(dir, 'delta.bin');
     const gen = await time(() => generatePayload({ targetDir: path.join(dir, 'new'), sourceDir: path.join(dir, 'old'), output: delta, compression: 'zstd' }));
     const apply = await time(() => extractPayload(delta, { outDir: path.join(dir, 'out-delta'), sourceDir: path.join(dir, 'old') }));
-    console.log(`incremental (zstd): payload ${(gen.value.size / 1048576).toFixed(1)} MiB, generated in ${fmt(gen.seconds)}`);
-    console.log(`  apply ${fmt(apply.seconds)} vs extracting the full zstd payload ${fmt(fullExtract.zstd)}: ${ratio(apply.seconds, fullExtract.zstd)}`);
+    report.line(`incremental (zstd): payload ${(gen.value.size / 1048576).toFixed(1)} MiB, generated in ${fmt(gen.seconds)}`);
+    report.figure('extract_incremental_s', apply.seconds);
+    report.figure('generate_incremental_s', gen.seconds);
+    report.figure('payload_incremental_bytes', gen.value.size);
+    report.ratio('extract_incremental_vs_full', apply.seconds / fullExtract.zstd);
+    report.line(`  apply ${fmt(apply.seconds)} vs extracting the full zstd payload ${fmt(fullExtract.zstd)}: ${ratio(apply.seconds, fullExtract.zstd)}`);
+    report.finish();
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -2,7 +2,8 @@
  * Runtime benchmark: IO through `vab kernel` + the passthrough daemon, against the same FUSE
  * server answering from the image itself (no daemon hop), against reading the image file directly.
  * Everything is measured in this run, on this machine; ratios are what to compare across runs.
- *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000] [--max-io-bytes N (kernel split)]
+ *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000] [--max-io-bytes N (kernel split)] [--json]
+ * Ratios: daemon_vs_nohop_seq, daemon_vs_nohop_rand4k (throughput through the daemon / no-hop; higher is better).
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -10,16 +11,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../src/fuse';
 import { dmctl, spawnKernel, spawnPassthrough } from '../src/ota/vab-processes';
+import { integer } from '../src/cli/options';
 import { ChildHandle, start } from '../src/util/exec';
+import { BenchReport, parseBenchArgs } from './support/report';
 
 const MiB = 1024 * 1024;
 
-function option(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  if (at < 0) return fallback;
-  const value = Number(process.argv[at + 1]);
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`--${name} needs a non-negative integer, got "${process.argv[at + 1]}"`);
-  return value;
+interface Args {
+  sizeMib: number;
+  randomReads: number;
+  maxIoBytes: number;
 }
 
 interface Figures {
@@ -76,8 +77,15 @@ function row(label: string, f: Figures, base?: Figures): string {
 }
 
 async function main(): Promise<void> {
-  const size = option('size-mib', 256) * MiB;
-  const randomReads = option('random-reads', 4000);
+  const args = parseBenchArgs<Args>('runtime', 'IO through vab kernel + the passthrough daemon against the same FUSE server with no daemon hop', (c) =>
+    c
+      .option('--size-mib <n>', 'size of the block file', integer(1), 256)
+      .option('--random-reads <n>', 'random 4 KiB reads per configuration', integer(1), 4000)
+      .option('--max-io-bytes <n>', 'kernel split size (0: the kernel default)', integer(0), 0),
+  );
+  const report = new BenchReport('runtime', args.json);
+  const size = args.sizeMib * MiB;
+  const randomReads = args.randomReads;
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vab-bench-runtime-'));
   const children: ChildHandle[] = [];
   try {
@@ -99,7 +107,7 @@ async function main(): Promise<void> {
 
     const kernel = await spawnKernel({ mount, run: runDir, logFile: path.join(work, 'kernel.log') });
     children.push(kernel);
-    const maxIoBytes = option('max-io-bytes', 0);
+    const maxIoBytes = args.maxIoBytes;
     if (maxIoBytes > 0) await dmctl(runDir, ['set', 'max_io_bytes', String(maxIoBytes)]);
     await dmctl(runDir, ['create', 'bench', '--size', String(size)]);
     const daemon = await spawnPassthrough(runDir, 'bench', image, 4);
@@ -113,15 +121,24 @@ async function main(): Promise<void> {
     await daemon.stop('SIGKILL');
     const afterDaemonDied = await timeFailingRead(path.join(mount, 'bench'));
 
-    console.log(`vab runtime benchmark: ${size / MiB} MiB block file, 1 MiB sequential reads, ${randomReads} random 4 KiB reads, queue depth 1`);
-    console.log(`${''.padEnd(34)} ${'sequential'.padStart(14)} ${'vs no-hop'.padStart(7)}   ${'random 4K'.padStart(13)} ${'vs no-hop'.padStart(7)}`);
-    console.log(row('image file, page cache (reference)', direct, fuseOnly));
-    console.log(row('FUSE from image, no daemon hop', fuseOnly, fuseOnly));
-    console.log(row('kernel + passthrough daemon', throughDaemon, fuseOnly));
-    console.log(`daemon vs no-hop: sequential ${(throughDaemon.seqMiBps / fuseOnly.seqMiBps).toFixed(2)}x, random ${(throughDaemon.randIops / fuseOnly.randIops).toFixed(2)}x (target >= 0.50x)`);
-    console.log(`daemon vs image file: sequential ${(throughDaemon.seqMiBps / direct.seqMiBps).toFixed(2)}x, random ${(throughDaemon.randIops / direct.randIops).toFixed(2)}x`);
-    console.log(`failure, target never had a daemon: ${neverHadDaemon.error} after ${neverHadDaemon.ms.toFixed(0)} ms (daemon_timeout_ms ${timeoutMs}, ratio ${(neverHadDaemon.ms / timeoutMs).toFixed(2)}x)`);
-    console.log(`failure, daemon killed: ${afterDaemonDied.error} after ${afterDaemonDied.ms.toFixed(1)} ms (expected at once)`);
+    const seq = report.ratio('daemon_vs_nohop_seq', throughDaemon.seqMiBps / fuseOnly.seqMiBps);
+    const rand = report.ratio('daemon_vs_nohop_rand4k', throughDaemon.randIops / fuseOnly.randIops);
+    for (const [name, f] of [['direct', direct], ['nohop', fuseOnly], ['daemon', throughDaemon]] as const) {
+      report.figure(`${name}_seq_mib_s`, f.seqMiBps);
+      report.figure(`${name}_rand4k_iops`, f.randIops);
+    }
+    report.figure('fail_no_daemon_ms', neverHadDaemon.ms);
+    report.figure('fail_daemon_killed_ms', afterDaemonDied.ms);
+    report.line(`vab runtime benchmark: ${size / MiB} MiB block file, 1 MiB sequential reads, ${randomReads} random 4 KiB reads, queue depth 1`);
+    report.line(`${''.padEnd(34)} ${'sequential'.padStart(14)} ${'vs no-hop'.padStart(7)}   ${'random 4K'.padStart(13)} ${'vs no-hop'.padStart(7)}`);
+    report.line(row('image file, page cache (reference)', direct, fuseOnly));
+    report.line(row('FUSE from image, no daemon hop', fuseOnly, fuseOnly));
+    report.line(row('kernel + passthrough daemon', throughDaemon, fuseOnly));
+    report.line(`daemon vs no-hop: sequential ${seq.toFixed(2)}x, random ${rand.toFixed(2)}x (target >= 0.80x)`);
+    report.line(`daemon vs image file: sequential ${(throughDaemon.seqMiBps / direct.seqMiBps).toFixed(2)}x, random ${(throughDaemon.randIops / direct.randIops).toFixed(2)}x`);
+    report.line(`failure, target never had a daemon: ${neverHadDaemon.error} after ${neverHadDaemon.ms.toFixed(0)} ms (daemon_timeout_ms ${timeoutMs}, ratio ${(neverHadDaemon.ms / timeoutMs).toFixed(2)}x)`);
+    report.line(`failure, daemon killed: ${afterDaemonDied.error} after ${afterDaemonDied.ms.toFixed(1)} ms (expected at once)`);
+    report.finish();
   } finally {
     for (const child of children.reverse()) await child.stop();
     await forceUnmountUnder(work);
