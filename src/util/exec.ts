@@ -22,7 +22,10 @@ export interface StartOptions {
   extraFds?: ReadonlyArray<number | 'pipe'>;
   /** Names the child in errors; default the command. */
   label?: string;
-  /** Keep at most this many characters of each stream (the newest); default 1 MiB. */
+  /**
+   * Keep at most this many characters of `stdout` and `stderr` (the newest): a long-running child
+   * must not grow this process without bound. Default 1 MiB for `start`, everything for `run`.
+   */
   maxOutput?: number;
 }
 
@@ -44,26 +47,28 @@ export class ChildHandle {
   private wakers: Array<() => void> = [];
   private drainTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly process: ChildProcess, readonly label: string, private readonly maxOutput: number) {
-    process.stdout?.setEncoding('utf8').on('data', (text: string) => this.onStdout(text));
-    process.stderr?.setEncoding('utf8').on('data', (text: string) => (this.err = this.keep(this.err + text)));
+  constructor(readonly child: ChildProcess, readonly label: string, private readonly maxOutput: number) {
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => this.onStdout(text));
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => (this.err = this.keep(this.err + text)));
     // Finished at 'close', when both streams are drained and the output is complete; but a
     // grandchild that inherited stdout can hold it open for ever, so 'exit' bounds that wait.
     this.exited = new Promise((resolve) => {
-      process.once('error', (error) => {
-        // Spawning failed (ENOENT, EACCES): no 'close' follows when nothing was ever started.
+      child.on('error', (error) => {
+        // Spawning failed (ENOENT, EACCES): no 'close' follows when nothing was ever started. The
+        // other 'error's (a signal that could not be sent) change nothing about the child.
+        if (child.pid !== undefined) return;
         this.spawnError = error;
-        if (process.pid === undefined) this.finish({ code: null, signal: null }, resolve);
+        this.finish({ code: null, signal: null }, resolve);
       });
-      process.once('exit', (code, signal) => {
+      child.once('exit', (code, signal) => {
         this.drainTimer = setTimeout(() => this.finish({ code, signal }, resolve), STREAM_DRAIN_MS);
       });
-      process.once('close', (code, signal) => this.finish({ code, signal }, resolve));
+      child.once('close', (code, signal) => this.finish({ code, signal }, resolve));
     });
   }
 
   get pid(): number {
-    return this.process.pid ?? -1;
+    return this.child.pid ?? -1;
   }
 
   get running(): boolean {
@@ -84,13 +89,13 @@ export class ChildHandle {
   }
 
   get stdin(): Writable {
-    if (!this.process.stdin) throw new VabError('ESTATE', `${this.label} was started without a stdin pipe`);
-    return this.process.stdin;
+    if (!this.child.stdin) throw new VabError('ESTATE', `${this.label} was started without a stdin pipe`);
+    return this.child.stdin;
   }
 
   /** The pipe on descriptor `n` (3 or above) when it was started as 'pipe'. */
   fd(n: number): Readable & Writable {
-    const stream = this.process.stdio[n] as (Readable & Writable) | null | undefined;
+    const stream = this.child.stdio[n] as (Readable & Writable) | null | undefined;
     if (!stream) throw new VabError('ESTATE', `${this.label} has no pipe on fd ${n}`);
     return stream;
   }
@@ -127,7 +132,7 @@ export class ChildHandle {
 
   /** Sends `signal` unless the child has already exited. */
   signal(signal: NodeJS.Signals): void {
-    if (this.running) this.process.kill(signal);
+    if (this.running) this.child.kill(signal);
   }
 
   /**
@@ -199,7 +204,7 @@ export interface RunOptions extends StartOptions {
 /** Runs a program to its end and collects its output. Fails (EIO) only when it cannot be started. */
 export async function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const started = performance.now();
-  const child = start(command, args, { ...options, stdin: options.input === undefined ? options.stdin : 'pipe' });
+  const child = start(command, args, { maxOutput: Infinity, ...options, stdin: options.input === undefined ? options.stdin : 'pipe' });
   if (options.input !== undefined) child.stdin.end(options.input);
   let timedOut = false;
   const timer =

@@ -82,6 +82,15 @@ describe('start', () => {
     await fs.rm(dir, { recursive: true });
   });
 
+  it('keeps only the newest output of a long-running child when asked; run keeps everything', async () => {
+    const chatty = start('sh', ['-c', 'echo 0123456789abcdef; echo done'], { maxOutput: 8 });
+    await chatty.exited;
+    expect(chatty.stdout).toBe('ef\ndone\n');
+    expect(chatty.lines).toEqual(['0123456789abcdef', 'done']);
+    const big = await run('head', ['-c', String(3 << 20), '/dev/zero']);
+    expect(big.stdout.length).toBe(3 << 20);
+  });
+
   it('ends even when a grandchild keeps its stdout open', async () => {
     const child = start('sh', ['-c', 'sleep 30 & echo $!']);
     const exit = await child.exited;
