@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
-import path from 'node:path';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { containedPath } from '../util/names';
 import { ImageFileReader, ImageFileWriter } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
 import { PreparedOperation, commitOperation, prepareOperation } from './operations';
@@ -91,7 +91,7 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
       if (!old) continue;
       const name = partition.partition_name;
       if (!sourceDir) throw new VabError('EINVAL_INPUT', `partition ${name} is incremental: give the old images with --source`, { file: payload.file });
-      const reader = await ImageFileReader.open(path.join(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
+      const reader = await ImageFileReader.open(containedPath(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
       sources.set(name, reader);
       if (old.size !== undefined && old.hash && old.hash.length > 0) {
         const actual = await reader.hash(old.size);
@@ -110,7 +110,8 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
 async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, outDir: string, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
-  const finalPath = path.join(outDir, `${name}.img`);
+  // Names were checked when the payload was parsed; this keeps the promise local to the write.
+  const finalPath = containedPath(outDir, `${name}.img`);
   const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!);
   try {
     await applyPartition(payload, partition, writer, source, onProgress);

@@ -4,10 +4,12 @@ import path from 'node:path';
 import { replaceFileAtomically } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { containedPath } from '../util/names';
 import { encodeHeader, PAYLOAD_MAJOR_VERSION } from './header';
 import { ImageFileReader, writeFully } from './image-io';
 import { DEFAULT_BLOCK_SIZE, DeltaArchiveManifest, PartitionUpdate, encodeManifest } from './manifest';
 import { mergeSequence } from './merge-sequence';
+import { checkPartitionNames } from './partition-names';
 import { BlobSink, planPartition } from './plan-partition';
 import { signDigest, signatureSize, signaturesMessage } from './signing';
 
@@ -65,8 +67,11 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
   const logger = options.logger ?? nullLogger;
   const blockSize = DEFAULT_BLOCK_SIZE;
   const compression = options.compression ?? 'zstd';
-  const names = options.partitions?.length ? [...options.partitions] : await listImages(options.targetDir);
+  const listed = options.partitions?.length ? [...options.partitions] : undefined;
+  const names = listed ?? (await listImages(options.targetDir));
   if (names.length === 0) throw new VabError('EINVAL_INPUT', `no <partition>.img files in ${options.targetDir}`);
+  // The names go into the manifest, where every reader will check them: refuse them here first.
+  checkPartitionNames(names, { code: 'EINVAL_INPUT', file: listed ? undefined : options.targetDir, what: (index) => (listed ? `partition ${index} of the list` : `image ${index}`) });
   const blobsPath = temporaryPath(options.output, 'blobs');
   const blobs = await fs.open(blobsPath, 'w+');
   try {
@@ -114,15 +119,15 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
 
 async function totalSize(names: readonly string[], dir: string): Promise<number> {
   let total = 0;
-  for (const name of names) total += (await imageSize(path.join(dir, `${name}.img`))) ?? 0;
+  for (const name of names) total += (await imageSize(containedPath(dir, `${name}.img`))) ?? 0;
   return total;
 }
 
 async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, compression: PayloadCompression, blockSize: number, onProgress: (bytes: number) => void): Promise<PartitionUpdate> {
-  const targetFile = path.join(options.targetDir, `${name}.img`);
+  const targetFile = containedPath(options.targetDir, `${name}.img`);
   const targetSize = await imageSize(targetFile);
   if (targetSize === undefined) throw new VabError('ENOTFOUND', `partition ${name}: no new image`, { file: targetFile });
-  const sourceFile = options.sourceDir ? path.join(options.sourceDir, `${name}.img`) : undefined;
+  const sourceFile = options.sourceDir ? containedPath(options.sourceDir, `${name}.img`) : undefined;
   const sourceSize = sourceFile ? await imageSize(sourceFile) : undefined;
   const target = await ImageFileReader.open(targetFile, blockSize);
   const source = sourceFile && sourceSize !== undefined ? await ImageFileReader.open(sourceFile, blockSize) : undefined;
