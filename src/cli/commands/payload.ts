@@ -1,9 +1,10 @@
 import { Command, Option } from 'commander';
 import { extractPayload } from '../../payload/extract';
 import { generatePayload, PayloadCompression } from '../../payload/generate';
-import { formatSummary, inspectPayload } from '../../payload/inspect';
+import { formatSummary, inspectPayload, requireAllowedOps } from '../../payload/inspect';
 import { loadPrivateKey, loadPublicKey } from '../../payload/signing';
 import { createLogger } from '../../util/log';
+import { integer } from '../options';
 import { createProgress, Progress } from '../../util/progress';
 
 /** A progress callback that starts its bar on the first report (when the total is known). */
@@ -33,10 +34,12 @@ export function registerPayloadCommands(program: Command): void {
     .argument('<file>', 'payload.bin')
     .option('--json', 'print JSON instead of text')
     .option('--key <pub.pem>', 'public key (PEM) to verify the signatures with')
-    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+    .option('--strict', 'fail when an op is not allowed by the payload\'s minor version')
+    .action(async (file: string, opts: { json?: boolean; key?: string; strict?: boolean }) => {
       const key = opts.key ? await loadPublicKey(opts.key) : undefined;
       const summary = await inspectPayload(file, key);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
+      if (opts.strict) requireAllowedOps(summary);
       const failed = [summary.signatures.metadata.verified, summary.signatures.payload.verified].some((v) => v === 'invalid' || (key && v === 'absent'));
       if (failed) process.exitCode = 1;
     });
@@ -71,9 +74,10 @@ export function registerPayloadCommands(program: Command): void {
     .option('--source <dir>', 'directory of old images: makes an incremental payload')
     .requiredOption('-o, --output <file>', 'payload file to write')
     .option('--key <priv.pem>', 'private key (PEM, PKCS#1 or PKCS#8) to sign with')
-    .addOption(new Option('--compression <codec>', 'compression of replace operations').choices(['zstd', 'xz', 'bz2']).default('zstd'))
+    .option('--minor-version <n>', 'payload minor version: 0 (full) or 2..10 (incremental); default 0 full, 9 incremental', integer(0))
+    .addOption(new Option('--compression <codec>', 'compression of replace operations (default: zstd at minor version 10, else xz)').choices(['zstd', 'xz', 'bz2']))
     .option('--partitions <names>', 'comma-separated partitions (default: every *.img in --target)', splitList)
-    .action(async (opts: { target: string; source?: string; output: string; key?: string; compression: PayloadCompression; partitions?: string[] }) => {
+    .action(async (opts: { target: string; source?: string; output: string; key?: string; minorVersion?: number; compression?: PayloadCompression; partitions?: string[] }) => {
       const privateKey = opts.key ? await loadPrivateKey(opts.key) : undefined;
       const progress = progressReporter('generate');
       const summary = await generatePayload({
@@ -81,6 +85,7 @@ export function registerPayloadCommands(program: Command): void {
           sourceDir: opts.source,
           output: opts.output,
           privateKey,
+          minorVersion: opts.minorVersion,
           compression: opts.compression,
           partitions: opts.partitions,
           onProgress: progress.report,
@@ -88,6 +93,6 @@ export function registerPayloadCommands(program: Command): void {
         })
         .finally(progress.finish);
       const parts = summary.partitions.map((p) => `${p.name} (${p.incremental ? 'incremental' : 'full'}, ${p.operations} ops)`).join(', ');
-      process.stdout.write(`${summary.output}: ${summary.size} bytes${privateKey ? ', signed' : ''}; ${parts}\n`);
+      process.stdout.write(`${summary.output}: ${summary.size} bytes${privateKey ? ', signed' : ''}; ${parts}; minor version ${summary.minorVersion}\n`);
     });
 }
