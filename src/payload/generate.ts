@@ -140,6 +140,10 @@ async function generatePartition(name: string, options: GenerateOptions, sink: B
   const targetFile = containedPath(options.targetDir, `${name}.img`);
   const targetSize = await imageSize(targetFile);
   if (targetSize === undefined) throw new VabError('ENOTFOUND', `partition ${name}: no new image`, { file: targetFile });
+  if (targetSize % blockSize !== 0) {
+    // delta_generator refuses such images, and Android's payload checker refuses the last extent.
+    (options.logger ?? nullLogger).warn('image size is not a whole number of blocks: Android\'s payload checker will refuse this payload', { partition: name, size: targetSize, blockSize });
+  }
   const sourceFile = options.sourceDir ? containedPath(options.sourceDir, `${name}.img`) : undefined;
   const sourceSize = sourceFile ? await imageSize(sourceFile) : undefined;
   const target = await ImageFileReader.open(targetFile, blockSize);

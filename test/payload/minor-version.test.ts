@@ -13,6 +13,10 @@ import { manifestOf } from './support/payloads';
 
 const MiB = 1024 * 1024;
 
+function wholeBlocks(data: Buffer): Buffer {
+  return Buffer.concat([data, Buffer.alloc((4096 - (data.length % 4096)) % 4096)]);
+}
+
 /** update_engine's PayloadVersion::OperationAllowed, written out per minor version (major version 2). */
 const ANDROID_TABLE: Record<number, string[]> = {
   0: ['REPLACE', 'REPLACE_BZ', 'REPLACE_XZ'],
@@ -51,8 +55,9 @@ describe('generate --minor-version', () => {
   let dir: string;
   // Random data with a zero stretch that fills the second 2 MiB chunk; the new image edits it and
   // appends 2 MiB of text past the old end, where nothing can be diffed and a codec must be used.
-  const old = Buffer.concat([randomBytes(21, 2 * MiB), Buffer.alloc(2 * MiB), randomBytes(22, 200 * 1024 + 5)]);
-  const neu = Buffer.concat([evolve(old, 23), Buffer.from('compressible text '.repeat(120000))]);
+  // Both are whole blocks, as Android's images are (its checker refuses extents past the size).
+  const old = Buffer.concat([randomBytes(21, 2 * MiB), Buffer.alloc(2 * MiB), randomBytes(22, 200 * 1024)]);
+  const neu = wholeBlocks(Buffer.concat([evolve(old, 23), Buffer.from('compressible text '.repeat(120000))]));
   const opsOf = async (file: string) => manifestOf(await fs.readFile(file)).partitions.flatMap((p) => p.operations.map((op) => opTypeName(op.type)));
 
   beforeAll(async () => {
@@ -187,12 +192,13 @@ describe('inspect flags ops the minor version does not allow', () => {
     expect((await fs.readFile(path.join(dir, 'out', 'system.img'))).equals(image)).toBe(true);
   });
 
-  it('the checker rules catch a ZERO in a full payload and a REPLACE that does not fill its blocks', async () => {
+  it('the checker rules catch a ZERO in a full payload, a REPLACE that does not fill its blocks, and a size that is not whole blocks', async () => {
     expect(androidCheckerProblems(await fs.readFile(await fullWithZero()))).toEqual(['system op 1 (ZERO): operation type 6 not allowed in minor version 0']);
     const short = buildPayload({
       partitions: [{ partition_name: 'system', new_partition_info: { size: 3 * 4096, hash: Buffer.alloc(32) }, ops: [{ type: OpType.REPLACE, data: Buffer.alloc(2 * 4096, 1), dst_extents: [extent(0, 3)] }] }],
     });
     expect(androidCheckerProblems(short)).toEqual(['system op 0 (REPLACE): data_length 8192 does not fill 3 dst blocks']);
+    expect(androidCheckerProblems(buildPayload({ partitions: [{ partition_name: 'system', image: Buffer.alloc(5000, 1) }] }))).toEqual(['system op 0 (REPLACE): dst extent [0, +2) exceeds the partition size 5000']);
   });
 
   it('an old minor version with a new op: BROTLI_BSDIFF and REPLACE_ZSTD in minor version 3', async () => {

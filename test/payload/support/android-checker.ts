@@ -20,7 +20,9 @@ export function androidCheckerProblems(bytes: Buffer): string[] {
   const dataStart = layout(bytes).dataStart;
   let expectedOffset = 0;
   for (const partition of manifest.partitions) {
-    const newBlocks = Math.ceil((partition.new_partition_info?.size ?? 0) / blockSize);
+    const newSize = partition.new_partition_info?.size ?? 0;
+    const oldSize = partition.old_partition_info?.size ?? 0;
+    const newBlocks = Math.ceil(newSize / blockSize);
     const written = new Uint16Array(newBlocks);
     partition.operations.forEach((op, index) => {
       const name = `${partition.partition_name} op ${index} (${opTypeName(op.type)})`;
@@ -29,6 +31,11 @@ export function androidCheckerProblems(bytes: Buffer): string[] {
       const dst = countBlocks(op.dst_extents);
       for (const e of op.dst_extents) for (let b = e.start_block; b < e.start_block + e.num_blocks && b < newBlocks; b++) written[b]++;
       if ([...op.src_extents, ...op.dst_extents].some((e) => e.num_blocks === 0)) fail('extent length is zero');
+      // Extents must end within the partition's byte size: an image that is not a whole number
+      // of blocks fails this at its last block (delta_generator refuses such images).
+      for (const [extents, size, what] of [[op.src_extents, oldSize, 'src'], [op.dst_extents, newSize, 'dst']] as const) {
+        for (const e of extents) if ((e.start_block + e.num_blocks) * blockSize > size) fail(`${what} extent [${e.start_block}, +${e.num_blocks}) exceeds the partition size ${size}`);
+      }
       if (op.dst_extents.length === 0) fail('dst_extents is empty');
       if ((op.data_offset === undefined) !== (op.data_length === undefined)) fail('data_offset and data_length must come together');
       if (op.data_length !== undefined) {
