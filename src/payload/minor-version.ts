@@ -41,7 +41,7 @@ const FIRST_MINOR: Partial<Record<OpType, number>> = {
   [OpType.REPLACE_ZSTD]: 10,
 };
 
-/** Full payloads (minor 0) replace every block: ZERO and DISCARD were left out of them on purpose. */
+/** Full payloads (minor 0): update_engine keeps ZERO and DISCARD out of them because older clients applied those wrongly. */
 const FULL_OPS: ReadonlySet<OpType> = new Set([OpType.REPLACE, OpType.REPLACE_BZ, OpType.REPLACE_XZ]);
 
 export function opAllowed(type: OpType, minor: number): boolean {
@@ -55,11 +55,6 @@ export function opAllowed(type: OpType, minor: number): boolean {
 /** The op types a minor version allows, in type order (for messages). */
 export function allowedOps(minor: number): OpType[] {
   return (Object.values(OpType).filter((v) => typeof v === 'number') as OpType[]).filter((type) => opAllowed(type, minor));
-}
-
-/** The oldest minor version that allows an op type, or undefined when none does. */
-export function firstMinorFor(type: OpType): number | undefined {
-  return FIRST_MINOR[type];
 }
 
 export interface DisallowedOp {

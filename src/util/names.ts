@@ -44,7 +44,7 @@ export function partitionNameProblem(name: string): string | undefined {
 
 /** The first character outside [A-Za-z0-9_.-], spelled so that NUL and "/" are visible in a message. */
 function firstBadCharacter(name: string): string | undefined {
-  const match = /[^A-Za-z0-9_.-]/.exec(name);
+  const match = /[^A-Za-z0-9_.-]/u.exec(name);
   if (!match) return undefined;
   const code = match[0].codePointAt(0)!;
   return code < 0x20 || code === 0x7f || code > 0x7e ? `U+${code.toString(16).toUpperCase().padStart(4, '0')} at ${match.index}` : `"${match[0]}" at ${match.index}`;
