@@ -7,6 +7,7 @@ import type { BlockFile, BlockFileProvider, FileRequestContext } from '../fuse/t
 import { FuseErrnoError } from '../fuse/types';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { targetNameProblem } from '../util/names';
 import { BufferPool } from './buffer-pool';
 import { KernelParams, checkParam, resolveParams } from './params';
 import { IoRequest, Target, TargetInfo } from './target';
@@ -23,9 +24,6 @@ interface Entry {
   target: Target;
   endpoint: MiscEndpoint;
 }
-
-/** Target names become file names and socket names: keep them plain. */
-const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,126}$/;
 
 /** DM's flush: an empty WRITE carrying PREFLUSH|SYNC. */
 const FLUSH_FLAGS = DmUserFlag.Preflush | DmUserFlag.Sync;
@@ -55,9 +53,9 @@ export class Kernel implements BlockFileProvider {
 
   async createTarget(name: string, sizeBytes: number): Promise<TargetInfo> {
     if (this.stopped) throw new VabError('ESTATE', 'the kernel is shutting down');
-    if (!NAME_PATTERN.test(name)) {
-      throw new VabError('EINVAL_INPUT', `invalid target name "${name}" (letters, digits, "_", "." and "-", at most 127, not starting with "." or "-")`);
-    }
+    // Target names become file names and socket names.
+    const problem = targetNameProblem(name);
+    if (problem) throw new VabError('EINVAL_INPUT', `invalid target name ${JSON.stringify(name)}: ${problem}`);
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % SECTOR_SIZE !== 0) {
       throw new VabError('EINVAL_INPUT', `target size must be a positive multiple of ${SECTOR_SIZE} bytes, got ${sizeBytes}`);
     }

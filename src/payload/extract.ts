@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
-import path from 'node:path';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
-import { ImageFileReader, ImageFileWriter } from './image-io';
+import { containedPath } from '../util/names';
+import { ImageFileReader, ImageFileWriter, ImageWriterOptions } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
 import { PreparedOperation, commitOperation, prepareOperation } from './operations';
 import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
@@ -21,6 +21,8 @@ export interface ExtractOptions {
   publicKey?: KeyObject;
   /** Called after each op with destination bytes done so far and in total. */
   onProgress?: (done: number, total: number) => void;
+  /** How images are written (a fault-injecting file layer, in tests). */
+  imageWriter?: ImageWriterOptions;
   logger?: Logger;
 }
 
@@ -69,7 +71,7 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
       };
       const done: ExtractedImage[] = [];
       for (const partition of partitions) {
-        const image = await extractPartition(payload, partition, options.outDir, advance, sources.get(partition.partition_name));
+        const image = await extractPartition(payload, partition, options, advance, sources.get(partition.partition_name));
         logger.info('partition extracted', { partition: image.partition, size: image.size });
         done.push(image);
       }
@@ -91,7 +93,7 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
       if (!old) continue;
       const name = partition.partition_name;
       if (!sourceDir) throw new VabError('EINVAL_INPUT', `partition ${name} is incremental: give the old images with --source`, { file: payload.file });
-      const reader = await ImageFileReader.open(path.join(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
+      const reader = await ImageFileReader.open(containedPath(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
       sources.set(name, reader);
       if (old.size !== undefined && old.hash && old.hash.length > 0) {
         const actual = await reader.hash(old.size);
@@ -107,11 +109,12 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
   }
 }
 
-async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, outDir: string, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
+async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, options: ExtractOptions, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
-  const finalPath = path.join(outDir, `${name}.img`);
-  const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!);
+  // Names were checked when the payload was parsed; this keeps the promise local to the write.
+  const finalPath = containedPath(options.outDir, `${name}.img`);
+  const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!, options.imageWriter);
   try {
     await applyPartition(payload, partition, writer, source, onProgress);
     await writer.commit(info.hash!, name);

@@ -4,14 +4,17 @@ import path from 'node:path';
 import { replaceFileAtomically } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { containedPath } from '../util/names';
 import { encodeHeader, PAYLOAD_MAJOR_VERSION } from './header';
 import { ImageFileReader, writeFully } from './image-io';
 import { DEFAULT_BLOCK_SIZE, DeltaArchiveManifest, PartitionUpdate, encodeManifest } from './manifest';
 import { mergeSequence } from './merge-sequence';
+import { GeneratorVersion, PayloadCompression, chooseGeneratorVersion } from './minor-version';
+import { checkPartitionNames } from './partition-names';
 import { BlobSink, planPartition } from './plan-partition';
 import { signDigest, signatureSize, signaturesMessage } from './signing';
 
-export type PayloadCompression = 'zstd' | 'xz' | 'bz2';
+export type { PayloadCompression };
 
 export interface GenerateOptions {
   /** Directory of new images, one `<partition>.img` each. */
@@ -20,7 +23,16 @@ export interface GenerateOptions {
   sourceDir?: string;
   output: string;
   privateKey?: KeyObject;
+  /** 0 for a full payload, 2..10 for an incremental one (default: 0 full, 9 incremental). */
+  minorVersion?: number;
+  /** Codec of replace ops (default: the best the minor version allows: zstd at 10, else xz). */
   compression?: PayloadCompression;
+  /**
+   * Let `compression` pick a codec the minor version does not allow, as OEM full payloads carry
+   * REPLACE_ZSTD at minor version 0. For benchmarks and tests of readers: Android's generator
+   * never writes such payloads and `inspect` flags them.
+   */
+  codecBeyondMinorVersion?: boolean;
   /** Only these partitions (default: every `*.img` in targetDir, sorted). */
   partitions?: readonly string[];
   /** What the device's COW files should be compressed with (vabc_compression_param). */
@@ -35,14 +47,12 @@ export interface GenerateOptions {
 export interface GenerateSummary {
   output: string;
   size: number;
+  minorVersion: number;
   partitions: Array<{ name: string; operations: number; incremental: boolean }>;
 }
 
 const FULL_CHUNK_BLOCKS = 512; // 2 MiB, as AOSP's full payloads
 const DELTA_CHUNK_BLOCKS = 256; // 1 MiB: the bsdiff suffix array stays small
-/** Minor versions: Android 15's newest for deltas, and the one that added REPLACE_ZSTD. */
-const DELTA_MINOR_VERSION = 9;
-const ZSTD_DELTA_MINOR_VERSION = 10;
 
 export async function listImages(dir: string): Promise<string[]> {
   const names = await fs.readdir(dir).catch((err) => {
@@ -64,9 +74,13 @@ async function imageSize(file: string): Promise<number | undefined> {
 export async function generatePayload(options: GenerateOptions): Promise<GenerateSummary> {
   const logger = options.logger ?? nullLogger;
   const blockSize = DEFAULT_BLOCK_SIZE;
-  const compression = options.compression ?? 'zstd';
-  const names = options.partitions?.length ? [...options.partitions] : await listImages(options.targetDir);
+  const listed = options.partitions?.length ? [...options.partitions] : undefined;
+  const names = listed ?? (await listImages(options.targetDir));
   if (names.length === 0) throw new VabError('EINVAL_INPUT', `no <partition>.img files in ${options.targetDir}`);
+  // The names go into the manifest, where every reader will check them: refuse them here first.
+  checkPartitionNames(names, { code: 'EINVAL_INPUT', file: listed ? undefined : options.targetDir, what: (index) => (listed ? `partition ${index} of the list` : `image ${index}`) });
+  const incremental = options.sourceDir !== undefined && (await anyImage(names, options.sourceDir));
+  const version = chooseGeneratorVersion({ incremental, minorVersion: options.minorVersion, compression: options.compression, codecBeyondMinorVersion: options.codecBeyondMinorVersion });
   const blobsPath = temporaryPath(options.output, 'blobs');
   const blobs = await fs.open(blobsPath, 'w+');
   try {
@@ -87,13 +101,12 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
     };
     const partitions: PartitionUpdate[] = [];
     for (const name of names) {
-      partitions.push(await generatePartition(name, options, sink, compression, blockSize, advance));
+      partitions.push(await generatePartition(name, options, sink, version, blockSize, advance));
       logger.info('partition planned', { partition: name, operations: partitions[partitions.length - 1].operations.length });
     }
-    const incremental = partitions.some((p) => p.old_partition_info);
     const manifest: DeltaArchiveManifest = {
       block_size: blockSize,
-      minor_version: !incremental ? 0 : compression === 'zstd' ? ZSTD_DELTA_MINOR_VERSION : DELTA_MINOR_VERSION,
+      minor_version: version.minor,
       partitions,
       dynamic_partition_metadata: {
         groups: [{ name: 'vab_dynamic_partitions', size: partitions.reduce((n, p) => n + roundUp(p.new_partition_info!.size!, blockSize), 0), partition_names: names }],
@@ -105,24 +118,33 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
       },
     };
     const size = await writePayloadFile(options.output, manifest, blobs, blobBytes, options.privateKey);
-    return { output: options.output, size, partitions: partitions.map((p) => ({ name: p.partition_name, operations: p.operations.length, incremental: p.old_partition_info !== undefined })) };
+    return { output: options.output, size, minorVersion: version.minor, partitions: partitions.map((p) => ({ name: p.partition_name, operations: p.operations.length, incremental: p.old_partition_info !== undefined })) };
   } finally {
     await blobs.close();
     await fs.rm(blobsPath, { force: true });
   }
 }
 
+async function anyImage(names: readonly string[], dir: string): Promise<boolean> {
+  for (const name of names) if ((await imageSize(containedPath(dir, `${name}.img`))) !== undefined) return true;
+  return false;
+}
+
 async function totalSize(names: readonly string[], dir: string): Promise<number> {
   let total = 0;
-  for (const name of names) total += (await imageSize(path.join(dir, `${name}.img`))) ?? 0;
+  for (const name of names) total += (await imageSize(containedPath(dir, `${name}.img`))) ?? 0;
   return total;
 }
 
-async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, compression: PayloadCompression, blockSize: number, onProgress: (bytes: number) => void): Promise<PartitionUpdate> {
-  const targetFile = path.join(options.targetDir, `${name}.img`);
+async function generatePartition(name: string, options: GenerateOptions, sink: BlobSink, version: GeneratorVersion, blockSize: number, onProgress: (bytes: number) => void): Promise<PartitionUpdate> {
+  const targetFile = containedPath(options.targetDir, `${name}.img`);
   const targetSize = await imageSize(targetFile);
   if (targetSize === undefined) throw new VabError('ENOTFOUND', `partition ${name}: no new image`, { file: targetFile });
-  const sourceFile = options.sourceDir ? path.join(options.sourceDir, `${name}.img`) : undefined;
+  if (targetSize % blockSize !== 0) {
+    // delta_generator refuses such images, and Android's payload checker refuses the last extent.
+    (options.logger ?? nullLogger).warn('image size is not a whole number of blocks: Android\'s payload checker will refuse this payload', { partition: name, size: targetSize, blockSize });
+  }
+  const sourceFile = options.sourceDir ? containedPath(options.sourceDir, `${name}.img`) : undefined;
   const sourceSize = sourceFile ? await imageSize(sourceFile) : undefined;
   const target = await ImageFileReader.open(targetFile, blockSize);
   const source = sourceFile && sourceSize !== undefined ? await ImageFileReader.open(sourceFile, blockSize) : undefined;
@@ -131,7 +153,7 @@ async function generatePartition(name: string, options: GenerateOptions, sink: B
       { reader: target, size: targetSize },
       source && { reader: source, size: sourceSize! },
       sink,
-      { blockSize, compression, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress },
+      { blockSize, compression: version.compression, zeroOps: version.zero, diffOps: version.brotliBsdiff, chunkBlocks: source ? DELTA_CHUNK_BLOCKS : FULL_CHUNK_BLOCKS, onProgress },
     );
     const update: PartitionUpdate = {
       partition_name: name,

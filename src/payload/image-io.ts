@@ -14,6 +14,16 @@ const MAX_PENDING_WRITES = 4;
  */
 const EARLY_WRITEBACK_BYTES = 64 * 1024 * 1024;
 
+/** The calls the writer makes on its file: a test (or a fault-injecting layer) can stand in for it. */
+export type ImageFile = Pick<fs.FileHandle, 'read' | 'write' | 'datasync' | 'sync' | 'truncate' | 'close'>;
+
+export interface ImageWriterOptions {
+  /** Opens the temporary file for writing (default: the real file system). */
+  open?: (path: string) => Promise<ImageFile>;
+  /** Dirty bytes between early writebacks. */
+  writebackBytes?: number;
+}
+
 /**
  * Writes a partition image to a hidden temporary file beside its final name and only renames it
  * into place once its SHA-256 matches; a failed or interrupted extract leaves no `<name>.img`
@@ -32,14 +42,16 @@ export class ImageFileWriter implements PartitionWriter {
     readonly blockSize: number,
     readonly finalPath: string,
     readonly tempPath: string,
-    private readonly handle: fs.FileHandle,
+    private readonly handle: ImageFile,
     private readonly size: number,
+    private readonly writebackBytes: number,
   ) {}
 
-  static async create(finalPath: string, blockSize: number, size: number): Promise<ImageFileWriter> {
+  static async create(finalPath: string, blockSize: number, size: number, options: ImageWriterOptions = {}): Promise<ImageFileWriter> {
     const tempPath = path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.partial-${process.pid}`);
-    const handle = await fs.open(tempPath, 'w+', 0o644);
-    return new ImageFileWriter(blockSize, finalPath, tempPath, handle, size);
+    const open = options.open ?? ((file: string) => fs.open(file, 'w+', 0o644));
+    const handle = await open(tempPath);
+    return new ImageFileWriter(blockSize, finalPath, tempPath, handle, size, options.writebackBytes ?? EARLY_WRITEBACK_BYTES);
   }
 
   async write(dstBlock: number, data: Buffer): Promise<void> {
@@ -96,11 +108,14 @@ export class ImageFileWriter implements PartitionWriter {
     );
     this.pending.add(done);
     this.unsyncedBytes += data.length;
-    if (this.unsyncedBytes >= EARLY_WRITEBACK_BYTES) {
+    if (this.unsyncedBytes >= this.writebackBytes) {
       this.unsyncedBytes = 0;
-      // Not waited for here: durability still comes from the fsync in commit(); this only starts
-      // the work early. One at a time; a failure shows up again in that final fsync.
-      this.writeback = this.writeback.then(() => this.handle.datasync()).catch(() => undefined);
+      // Not waited for here: it only starts the disk's work early, one at a time. Its error must be
+      // kept: Linux reports a writeback error to one fsync and then clears it, so the final fsync
+      // in commit() can succeed on a file whose data was lost.
+      this.writeback = this.writeback.then(() => this.handle.datasync()).catch((err: unknown) => {
+        this.failure ??= new VabError('EIO', `cannot write ${this.tempPath} back to disk: ${(err as Error).message}`, { file: this.tempPath, cause: err });
+      });
     }
     if (this.pending.size >= MAX_PENDING_WRITES) await Promise.race(this.pending);
   }
@@ -131,7 +146,7 @@ export class ImageFileWriter implements PartitionWriter {
 }
 
 /** Writes all of `data` at `position` (a single write may take only part of it). */
-export async function writeFully(handle: fs.FileHandle, data: Buffer, position: number): Promise<void> {
+export async function writeFully(handle: Pick<fs.FileHandle, 'write'>, data: Buffer, position: number): Promise<void> {
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
     done += bytesWritten;
@@ -139,7 +154,7 @@ export async function writeFully(handle: fs.FileHandle, data: Buffer, position: 
 }
 
 /** SHA-256 of the first `size` bytes of an open file (bytes past its end count as zeros). */
-export async function hashFile(handle: fs.FileHandle, size: number): Promise<Buffer> {
+export async function hashFile(handle: Pick<fs.FileHandle, 'read'>, size: number): Promise<Buffer> {
   const hash = createHash('sha256');
   const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
   for (let at = 0; at < size; ) {

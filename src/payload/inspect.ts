@@ -1,5 +1,7 @@
 import type { KeyObject } from 'node:crypto';
+import { VabError } from '../util/errors';
 import { blockSizeOf, isDelta, opTypeName } from './manifest';
+import { DisallowedOp, describeMinorVersion, disallowedOps } from './minor-version';
 import { PayloadFile } from './payload-file';
 import { SignatureState, checkSignatures } from './verify';
 
@@ -28,6 +30,10 @@ export interface PayloadSummary {
   file_size: number;
   major_version: number;
   minor_version: number;
+  /** What the minor version allows, in words. */
+  minor_version_allows: string;
+  /** Ops the minor version does not allow: Android's generator never writes them, its checker rejects them. */
+  ops_not_allowed: DisallowedOp[];
   kind: 'full' | 'incremental';
   partial_update: boolean;
   block_size: number;
@@ -64,6 +70,8 @@ export async function inspectPayload(file: string, publicKey?: KeyObject): Promi
       file_size: payload.size,
       major_version: header.major_version,
       minor_version: manifest.minor_version ?? 0,
+      minor_version_allows: describeMinorVersion(manifest.minor_version ?? 0),
+      ops_not_allowed: disallowedOps(manifest),
       kind: isDelta(manifest) ? 'incremental' : 'full',
       partial_update: manifest.partial_update ?? false,
       block_size: blockSizeOf(manifest),
@@ -107,7 +115,9 @@ export function formatSummary(s: PayloadSummary): string {
     `payload ${s.file}: ${s.file_size} bytes`,
     `  version ${s.major_version}.${s.minor_version} (${s.kind}${s.partial_update ? ', partial' : ''}), block size ${s.block_size}`,
     `  manifest ${s.manifest_size} bytes, metadata signature ${s.metadata_signature_size} bytes, data at ${s.data_offset}`,
+    `  ${s.minor_version_allows}`,
   ];
+  if (s.ops_not_allowed.length > 0) lines.push(`  NOT ALLOWED by minor version ${s.minor_version}: ${describeDisallowed(s.ops_not_allowed)}`);
   if (s.max_timestamp !== undefined) lines.push(`  max timestamp ${s.max_timestamp}`);
   if (s.security_patch_level) lines.push(`  security patch level ${s.security_patch_level}`);
   const v = s.vabc;
@@ -121,8 +131,21 @@ export function formatSummary(s: PayloadSummary): string {
     lines.push(`  partition ${p.name}`);
     if (p.old_size !== undefined) lines.push(`    old ${p.old_size} bytes sha256 ${p.old_hash ?? '-'}`);
     lines.push(`    new ${p.new_size ?? '?'} bytes sha256 ${p.new_hash ?? '-'}`);
-    const counts = Object.entries(p.op_counts).map(([type, n]) => `${type} ${n}`).join(', ');
+    const flagged = new Set(s.ops_not_allowed.filter((op) => op.partition === p.name).map((op) => op.type));
+    const counts = Object.entries(p.op_counts).map(([type, n]) => `${type} ${n}${flagged.has(type) ? ' (not allowed)' : ''}`).join(', ');
     lines.push(`    ${p.operations} operations${counts ? `: ${counts}` : ''}; ${p.merge_operations} merge operations`);
   }
   return lines.join('\n');
+}
+
+/** At most a few ops by name, then a count: a bad payload may hold millions. */
+function describeDisallowed(ops: readonly DisallowedOp[]): string {
+  const shown = ops.slice(0, 5).map((op) => `partition ${op.partition} op ${op.index} (${op.type})`);
+  return shown.join(', ') + (ops.length > shown.length ? ` and ${ops.length - shown.length} more` : '') + ` (${ops.length} in all)`;
+}
+
+/** `inspect --strict`: a payload with ops its minor version does not allow is refused. */
+export function requireAllowedOps(s: PayloadSummary): void {
+  if (s.ops_not_allowed.length === 0) return;
+  throw new VabError('ECORRUPT', `ops not allowed by minor version ${s.minor_version}: ${describeDisallowed(s.ops_not_allowed)}; Android's payload checker rejects this payload`, { file: s.file });
 }

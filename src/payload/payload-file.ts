@@ -4,6 +4,7 @@ import { VabError, errnoCode } from '../util/errors';
 import { PayloadHeader, dataOffset, decodeHeader, metadataSize, PAYLOAD_HEADER_SIZE } from './header';
 import { DeltaArchiveManifest, InstallOperation, decodeManifest, decodeSignatures, Signatures } from './manifest';
 import { describeOp } from './operations';
+import { checkPartitionNames } from './partition-names';
 
 /** Chunk size for hashing ranges of the file: large enough to amortise calls, small in memory. */
 const HASH_CHUNK = 4 * 1024 * 1024;
@@ -46,6 +47,7 @@ export class PayloadFile {
     const header = decodeHeader(headerBytes, file, size);
     const metadata = await readAt(handle, 0, metadataSize(header));
     const manifest = decodeManifestAt(metadata.subarray(PAYLOAD_HEADER_SIZE), file);
+    checkPartitionNames(manifest.partitions.map((p) => p.partition_name), { code: 'ECORRUPT', file, offset: PAYLOAD_HEADER_SIZE, what: (index) => `partition ${index}` });
     const metadataSignature = header.metadata_signature_size > 0 ? await readAt(handle, metadataSize(header), header.metadata_signature_size) : undefined;
     const base = dataOffset(header);
     let payloadSignature: Buffer | undefined;

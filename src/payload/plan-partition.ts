@@ -7,10 +7,12 @@ import { CopyRun } from './partition-io';
 
 /**
  * Turns one partition's new image (and, for deltas, its old one) into install operations.
- * Full: one op per chunk; a chunk of zeros becomes ZERO, the rest REPLACE_<codec> (or REPLACE
- * when compression does not help). Delta: each new block found anywhere in the old image is a
- * SOURCE_COPY; runs of other blocks become BROTLI_BSDIFF against the old blocks at the same place
- * when that patch is smaller than the compressed data, REPLACE_<codec> otherwise.
+ * Full: one op per chunk, REPLACE_<codec> (or REPLACE when compression does not help); a chunk of
+ * zeros is compressed like any other, since full payloads may not hold ZERO. Delta: each new
+ * block found anywhere in the old image is a SOURCE_COPY; zero runs are ZERO where the minor
+ * version allows it; runs of other blocks become BROTLI_BSDIFF against the old blocks at the
+ * same place when that is allowed and the patch is smaller than the compressed data,
+ * REPLACE_<codec> otherwise.
  */
 
 export const REPLACE_TYPE: Record<Compression, OpType> = {
@@ -28,6 +30,10 @@ export interface BlobSink {
 export interface PlanOptions {
   blockSize: number;
   compression: Exclude<Compression, 'brotli'>;
+  /** Whether ZERO ops may be written (minor version 4 and newer deltas). */
+  zeroOps: boolean;
+  /** Whether BROTLI_BSDIFF ops may be written (minor version 4 and newer). */
+  diffOps: boolean;
   /** Blocks per replace or diff op (AOSP uses 2 MiB chunks for full payloads). */
   chunkBlocks: number;
   onProgress?: (bytes: number) => void;
@@ -74,7 +80,7 @@ async function forEachChunk(image: PlanImage, options: Pick<PlanOptions, 'blockS
   return hash.digest();
 }
 
-/** One op per chunk: ZERO when the whole chunk is zero, a replace op otherwise. */
+/** One op per chunk: ZERO when the whole chunk is zero and ZERO is allowed, a replace op otherwise. */
 async function planFull(target: PlanImage, sink: BlobSink, options: PlanOptions): Promise<PartitionPlan> {
   const operations: InstallOperation[] = [];
   // Several chunks compress at once (xz runs on libuv's threads); blobs still go out in op order.
@@ -88,7 +94,7 @@ async function planFull(target: PlanImage, sink: BlobSink, options: PlanOptions)
   const zeroChunk = Buffer.alloc(options.chunkBlocks * options.blockSize);
   const newHash = await forEachChunk(target, options, async (start, count, data) => {
     const allZero = data.equals(zeroChunk.subarray(0, data.length));
-    const next = allZero ? Promise.resolve({ op: zeroOp(start, count) }) : replaceOp(data, start, count, options);
+    const next = allZero && options.zeroOps ? Promise.resolve({ op: zeroOp(start, count) }) : replaceOp(data, start, count, options);
     next.catch(() => undefined); // reported by settle(), in order
     compressing.push(next);
     await settle(COMPRESS_AHEAD);
@@ -121,7 +127,8 @@ async function planDelta(target: PlanImage, source: PlanImage, sink: BlobSink, o
     for (const group of groupRuns(classes)) {
       const start = chunkStart + group.first;
       const bytes = data.subarray(group.first * blockSize, (group.first + group.count) * blockSize);
-      if (group.kind === 'zero') operations.push(zeroOp(start, group.count));
+      if (group.kind === 'zero' && options.zeroOps) operations.push(zeroOp(start, group.count));
+      else if (group.kind === 'zero') operations.push(await replaceWithBlob(bytes, start, group.count, sink, options));
       else if (group.kind === 'copy') operations.push(await copyOp(source.reader, group.sources, start, copies));
       else operations.push(await dataOp(bytes, start, group.count, oldImage, sink, options));
     }
@@ -190,6 +197,11 @@ async function replaceOp(data: Buffer, start: number, blocks: number, options: P
   return { op: { type: useRaw ? OpType.REPLACE : REPLACE_TYPE[options.compression], src_extents: [], dst_extents: [extent(start, blocks)] }, blob: useRaw ? data : packed };
 }
 
+async function replaceWithBlob(data: Buffer, start: number, blocks: number, sink: BlobSink, options: PlanOptions): Promise<InstallOperation> {
+  const { op, blob } = await replaceOp(data, start, blocks, options);
+  return withBlob(op, blob, sink);
+}
+
 async function copyOp(source: ImageFileReader, sources: readonly number[], dstStart: number, copies: CopyRun[]): Promise<InstallOperation> {
   const srcExtents: Extent[] = [];
   for (const block of sources) {
@@ -211,7 +223,7 @@ async function dataOp(data: Buffer, start: number, blocks: number, source: { rea
   const replace = await replaceOp(data, start, blocks, options);
   // The old blocks at the same place are the diff base: images updated in place keep their layout.
   const srcBlocks = Math.min(blocks, source.blocks - start);
-  if (srcBlocks > 0) {
+  if (srcBlocks > 0 && options.diffOps) {
     const old = await source.reader.read(start, srcBlocks);
     const patch = await bsdiff(old, data);
     if (patch.length < replace.blob.length) {

@@ -1,11 +1,7 @@
 import { VabError } from '../util/errors';
 import { DeltaArchiveManifest, Extent, InstallOperation, OpType, PartitionUpdate, blockSizeOf, isDelta } from './manifest';
+import { FULL_MINOR_VERSION, MAX_MINOR_VERSION, MIN_DELTA_MINOR_VERSION } from './minor-version';
 import { SOURCE_OPS, SUPPORTED_OPS, describeOp, unsupportedOpError } from './operations';
-
-/** Minor versions vab applies: 0 for full payloads, 2..10 for deltas (10 adds REPLACE_ZSTD). */
-export const FULL_MINOR_VERSION = 0;
-export const MIN_DELTA_MINOR_VERSION = 2;
-export const MAX_MINOR_VERSION = 10;
 
 /**
  * Checks everything about the manifest that can be checked without running an operation, so

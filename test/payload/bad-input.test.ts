@@ -101,7 +101,7 @@ describe('bad input is refused with a clear error and leaves no image behind', (
     bad[layout(full).dataStart + last.data_offset! + 5] ^= 0xff;
     const err = await refused(bad);
     expect(err.code).toBe('EHASH');
-    expect(err.message).toMatch(new RegExp(`at offset ${layout(full).dataStart + last.data_offset!}: partition system, op ${ops.length - 1} \\(REPLACE_ZSTD\\): data hash mismatch`));
+    expect(err.message).toMatch(new RegExp(`at offset ${layout(full).dataStart + last.data_offset!}: partition system, op ${ops.length - 1} \\(REPLACE_XZ\\): data hash mismatch`));
   });
 
   it('an old image that is not the one the payload was made from', async () => {

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { RunResult, runChecked } from '../../src/util/exec';
 import { vab as cli } from '../support/cli';
 import { AOSP_FIXTURES as AOSP, describeWithFiles, makeRepoImages } from '../support/fixtures';
+import { OpType } from '../../src/payload/manifest';
+import { buildPayload, extent, payloadNamed } from './support/build';
 import { evolve, randomBytes, tempDir, writeImages } from './support/images';
 
 function vab(...args: string[]) {
@@ -32,7 +34,7 @@ describe('vab payload (command line), repo-made images', () => {
 
   it('generates a full payload and extracts it into images identical to the originals', async () => {
     expect(generated).toMatchObject({ code: 0, stderr: '' });
-    expect(generated.stdout).toMatch(/full\.bin: \d+ bytes; kernel \(full, \d+ ops\), root \(full, \d+ ops\)\n$/);
+    expect(generated.stdout).toMatch(/full\.bin: \d+ bytes; kernel \(full, \d+ ops\), root \(full, \d+ ops\); minor version 0\n$/);
     const out = path.join(dir, 'out');
     const result = await vab('payload', 'extract', file, '--out', out);
     expect(result.stderr).toBe('');
@@ -143,5 +145,63 @@ describeWithFiles('vab payload (command line), the AOSP sample payload', AOSP_FI
     expect(result.code).toBe(1);
     expect(result.stderr).toBe(`vab: ${path.join(dir, 'bad.bin')} at offset 0: not a payload: magic is 4e4f5045, expected 43724155 ("CrAU") [ECORRUPT]\n`);
     expect(existsSync(path.join(dir, 'bad-out'))).toBe(false);
+  });
+});
+
+describe('vab payload: minor versions and partition names (command line)', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir('vab-cli-minor-');
+    const old = { system: randomBytes(5, 2 * 1024 * 1024) };
+    await writeImages(path.join(dir, 'old'), old);
+    // Whole blocks, as Android's images are: anything else makes generate warn on stderr.
+    const neu = evolve(old.system, 6);
+    await writeImages(path.join(dir, 'new'), { system: neu.subarray(0, neu.length - (neu.length % 4096)) });
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('generate --minor-version 7 writes minor version 7, and inspect --strict accepts it', async () => {
+    const file = path.join(dir, 'm7.bin');
+    const gen = await vab('payload', 'generate', '--target', path.join(dir, 'new'), '--source', path.join(dir, 'old'), '-o', file, '--minor-version', '7');
+    expect(gen.stderr).toBe('');
+    expect(gen.stdout).toMatch(/m7\.bin: \d+ bytes; system \(incremental, \d+ ops\); minor version 7\n$/);
+    const inspect = await vab('payload', 'inspect', '--strict', file);
+    expect(inspect.code).toBe(0);
+    expect(inspect.stdout).toContain('minor version 7 (delta) allows REPLACE, REPLACE_BZ, SOURCE_COPY, SOURCE_BSDIFF, ZERO, DISCARD, REPLACE_XZ, PUFFDIFF, BROTLI_BSDIFF\n');
+    expect(inspect.stdout).not.toContain('NOT ALLOWED');
+  });
+
+  it('--compression zstd with the incremental default is refused, naming the conflict', async () => {
+    const file = path.join(dir, 'zstd.bin');
+    const gen = await vab('payload', 'generate', '--target', path.join(dir, 'new'), '--source', path.join(dir, 'old'), '-o', file, '--compression', 'zstd');
+    expect(gen.code).toBe(1);
+    expect(gen.stderr).toMatch(/^vab: --compression zstd writes REPLACE_ZSTD, which needs minor version 10; minor version 9 does not allow it .*\[EINVAL_INPUT\]\n$/);
+    expect(existsSync(file)).toBe(false);
+  });
+
+  it('inspect reports an op the minor version does not allow; --strict exits non-zero', async () => {
+    const image = Buffer.alloc(8192, 7);
+    const file = path.join(dir, 'zero-in-full.bin');
+    await fs.writeFile(file, buildPayload({ partitions: [{ partition_name: 'system', image, ops: [{ type: OpType.REPLACE, data: image.subarray(0, 4096), dst_extents: [extent(0, 1)] }, { type: OpType.ZERO, dst_extents: [extent(1, 1)] }] }] }));
+    const plain = await vab('payload', 'inspect', file);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toContain('NOT ALLOWED by minor version 0: partition system op 1 (ZERO) (1 in all)');
+    const strict = await vab('payload', 'inspect', '--strict', file);
+    expect(strict.code).toBe(1);
+    expect(strict.stdout).toContain('NOT ALLOWED');
+    expect(strict.stderr).toMatch(/zero-in-full\.bin: ops not allowed by minor version 0: partition system op 1 \(ZERO\) \(1 in all\); .* \[ECORRUPT\]\n$/);
+  });
+
+  it('extract refuses a partition named "../../evil-escape" and writes nothing anywhere', async () => {
+    const file = path.join(dir, 'escape.bin');
+    await fs.writeFile(file, payloadNamed(['system', '../../evil-escape']));
+    const out = path.join(dir, 'out', 'a', 'b');
+    const before = (await fs.readdir(dir, { recursive: true })).sort();
+    const result = await vab('payload', 'extract', file, '--out', out);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`vab: ${file} at offset 24: partition 1 is named "../../evil-escape": a partition name must not start with "." [ECORRUPT]\n`);
+    expect((await fs.readdir(dir, { recursive: true })).sort()).toEqual(before);
   });
 });

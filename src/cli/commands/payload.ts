@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import type { PayloadCompression } from '../../payload/generate';
 import type { Progress } from '../../util/progress';
+import { integer } from '../options';
 
 /** A progress callback that starts its bar on the first report (when the total is known). */
 function progressReporter(label: string): { report: (done: number, total: number) => void; finish: () => void } {
@@ -31,12 +32,14 @@ export function registerPayloadCommands(program: Command): void {
     .argument('<file>', 'payload.bin')
     .option('--json', 'print JSON instead of text')
     .option('--key <pub.pem>', 'public key (PEM) to verify the signatures with')
-    .action(async (file: string, opts: { json?: boolean; key?: string }) => {
+    .option('--strict', 'fail when an op is not allowed by the payload\'s minor version')
+    .action(async (file: string, opts: { json?: boolean; key?: string; strict?: boolean }) => {
       const { loadPublicKey } = require('../../payload/signing') as typeof import('../../payload/signing');
-      const { formatSummary, inspectPayload } = require('../../payload/inspect') as typeof import('../../payload/inspect');
+      const { formatSummary, inspectPayload, requireAllowedOps } = require('../../payload/inspect') as typeof import('../../payload/inspect');
       const key = opts.key ? await loadPublicKey(opts.key) : undefined;
       const summary = await inspectPayload(file, key);
       process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatSummary(summary)}\n`);
+      if (opts.strict) requireAllowedOps(summary);
       const failed = [summary.signatures.metadata.verified, summary.signatures.payload.verified].some((v) => v === 'invalid' || (key && v === 'absent'));
       if (failed) process.exitCode = 1;
     });
@@ -74,9 +77,10 @@ export function registerPayloadCommands(program: Command): void {
     .option('--source <dir>', 'directory of old images: makes an incremental payload')
     .requiredOption('-o, --output <file>', 'payload file to write')
     .option('--key <priv.pem>', 'private key (PEM, PKCS#1 or PKCS#8) to sign with')
-    .addOption(new Option('--compression <codec>', 'compression of replace operations').choices(['zstd', 'xz', 'bz2']).default('zstd'))
+    .option('--minor-version <n>', 'payload minor version: 0 (full) or 2..10 (incremental); default 0 full, 9 incremental', integer(0))
+    .addOption(new Option('--compression <codec>', 'compression of replace operations (default: zstd at minor version 10, else xz)').choices(['zstd', 'xz', 'bz2']))
     .option('--partitions <names>', 'comma-separated partitions (default: every *.img in --target)', splitList)
-    .action(async (opts: { target: string; source?: string; output: string; key?: string; compression: PayloadCompression; partitions?: string[] }) => {
+    .action(async (opts: { target: string; source?: string; output: string; key?: string; minorVersion?: number; compression?: PayloadCompression; partitions?: string[] }) => {
       const { loadPrivateKey } = require('../../payload/signing') as typeof import('../../payload/signing');
       const { generatePayload } = require('../../payload/generate') as typeof import('../../payload/generate');
       const { createLogger } = require('../../util/log') as typeof import('../../util/log');
@@ -87,6 +91,7 @@ export function registerPayloadCommands(program: Command): void {
           sourceDir: opts.source,
           output: opts.output,
           privateKey,
+          minorVersion: opts.minorVersion,
           compression: opts.compression,
           partitions: opts.partitions,
           onProgress: progress.report,
@@ -94,6 +99,6 @@ export function registerPayloadCommands(program: Command): void {
         })
         .finally(progress.finish);
       const parts = summary.partitions.map((p) => `${p.name} (${p.incremental ? 'incremental' : 'full'}, ${p.operations} ops)`).join(', ');
-      process.stdout.write(`${summary.output}: ${summary.size} bytes${privateKey ? ', signed' : ''}; ${parts}\n`);
+      process.stdout.write(`${summary.output}: ${summary.size} bytes${privateKey ? ', signed' : ''}; ${parts}; minor version ${summary.minorVersion}\n`);
     });
 }
