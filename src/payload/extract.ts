@@ -7,6 +7,7 @@ import { ImageFileReader, ImageFileWriter } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
 import { PreparedOperation, commitOperation, prepareOperation } from './operations';
 import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
+import { DecodePool } from './codec-pool';
 import { PayloadFile } from './payload-file';
 import { requireValidSignatures } from './verify';
 import { validateManifest } from './validate';
@@ -59,6 +60,7 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
     const partitions = selectPartitions(payload, options.partitions);
     validateManifest(payload.manifest, partitions, file);
     const sources = await openSources(payload, partitions, options.sourceDir);
+    const decoders = new DecodePool();
     try {
       await fs.mkdir(options.outDir, { recursive: true });
       const total = extractWork(payload, partitions);
@@ -69,12 +71,13 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
       };
       const done: ExtractedImage[] = [];
       for (const partition of partitions) {
-        const image = await extractPartition(payload, partition, options.outDir, advance, sources.get(partition.partition_name));
+        const image = await extractPartition(payload, partition, options.outDir, advance, decoders, sources.get(partition.partition_name));
         logger.info('partition extracted', { partition: image.partition, size: image.size });
         done.push(image);
       }
       return done;
     } finally {
+      await decoders.close();
       await Promise.all([...sources.values()].map((s) => s.close()));
     }
   } finally {
@@ -107,13 +110,20 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
   }
 }
 
-async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, outDir: string, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
+async function extractPartition(
+  payload: PayloadFile,
+  partition: PartitionUpdate,
+  outDir: string,
+  onProgress: (bytes: number) => void,
+  decoders: DecodePool,
+  source?: SourceReader,
+): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
   const finalPath = path.join(outDir, `${name}.img`);
   const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!);
   try {
-    await applyPartition(payload, partition, writer, source, onProgress);
+    await applyPartition(payload, partition, writer, source, onProgress, decoders);
     await writer.commit(info.hash!, name);
   } catch (err) {
     await writer.abort();
@@ -131,12 +141,19 @@ const PREPARE_AHEAD = 4;
  * strictly in op order. The first failure stops the partition; ops prepared after it are
  * discarded unwritten.
  */
-export async function applyPartition(payload: PayloadFile, partition: PartitionUpdate, writer: PartitionWriter, source?: SourceReader, onProgress?: (bytes: number) => void): Promise<void> {
+export async function applyPartition(
+  payload: PayloadFile,
+  partition: PartitionUpdate,
+  writer: PartitionWriter,
+  source?: SourceReader,
+  onProgress?: (bytes: number) => void,
+  decoders?: DecodePool,
+): Promise<void> {
   const ops = partition.operations;
   const prepare = (index: number) => {
     const op = ops[index];
     const work = payload.readBlob(op).then((blob) =>
-      prepareOperation({ partition: partition.partition_name, index, op, blob, source, blockSize: writer.blockSize, file: payload.file, blobOffset: payload.blobOffset(op) }),
+      prepareOperation({ partition: partition.partition_name, index, op, blob, source, blockSize: writer.blockSize, file: payload.file, blobOffset: payload.blobOffset(op), decoders }),
     );
     work.catch(() => undefined); // reported when awaited in order; not an unhandled rejection meanwhile
     return work;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { VabError, VabErrorCode } from '../util/errors';
 import { bspatch } from './bsdiff-format';
 import { Compression } from './codecs';
-import { dataHashMismatch, verifyAndDecompress } from './codec-pool';
+import { DecodePool, dataHashMismatch, verifyAndDecompressHere } from './codec-pool';
 import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
 import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
@@ -18,6 +18,8 @@ export interface OperationContext {
   /** For error messages: the payload file and the absolute offset of the op's blob. */
   file?: string;
   blobOffset?: number;
+  /** Decodes large blobs off the main thread; without one they decode in place. */
+  decoders?: DecodePool;
 }
 
 const REPLACE_CODEC: Partial<Record<OpType, Compression>> = {
@@ -73,7 +75,8 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
   const codec = REPLACE_CODEC[op.type];
   if (codec) {
     // The decoder checks the data hash itself, so both can happen off the main thread.
-    const data = await guarded(ctx, () => verifyAndDecompress(codec, requireBlob(ctx), dstBytes, expectedDataHash(op)));
+    const decode = ctx.decoders ? ctx.decoders.verifyAndDecompress.bind(ctx.decoders) : verifyAndDecompressHere;
+    const data = await guarded(ctx, () => decode(codec, requireBlob(ctx), dstBytes, expectedDataHash(op)));
     return { kind: 'write', extents: op.dst_extents, data };
   }
   const blob = checkedBlob(ctx);
@@ -89,7 +92,7 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
     case OpType.BROTLI_BSDIFF: {
       const source = await checkedSource(ctx);
       // Both op types carry either container; the patch's magic decides, as in update_engine.
-      const data = await guarded(ctx, () => bspatch(source, blob));
+      const data = await guarded(ctx, () => bspatch(source, blob, dstBytes));
       if (data.length !== dstBytes) throw opError(ctx, 'ECORRUPT', `patch produces ${data.length} bytes, the destination holds ${dstBytes}`);
       return { kind: 'write', extents: op.dst_extents, data };
     }
