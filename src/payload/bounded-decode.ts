@@ -16,6 +16,14 @@ export interface LzmaNativeStream {
   resetUnderlying(): void;
   bufferHandler: (buf: Buffer | null | undefined, processedChunks: unknown, err: Error | null | undefined) => void;
 }
+/** How every decoder here starts the message of output passing the limit. */
+export const OVERFLOW = 'decompresses to more than';
+
+/** "xz data decompresses to more than 4096 bytes", or what the decoder said was wrong. */
+export function decodeFailure(kind: string, err: Error): string {
+  return err.message.startsWith('decompresses to more than') ? `${kind} data ${err.message}` : `${kind} data does not decompress: ${err.message}`;
+}
+
 export interface LzmaNativeModule {
   Stream: new () => LzmaNativeStream;
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { VabError } from '../util/errors';
 import { WorkerPool } from '../util/worker-pool';
-import { bz2Bounded, xzInto, zstdInto } from './bounded-decode';
+import { bz2Bounded, decodeFailure, xzInto, zstdInto } from './bounded-decode';
 import { Compression, checkDecodedSize, decompress } from './codecs';
 
 /**
@@ -29,6 +29,7 @@ const { createHash } = require('crypto');
 ${zstdInto.toString()}
 ${xzInto.toString()}
 ${bz2Bounded.toString()}
+${decodeFailure.toString()}
 let bzip2;
 async function job({ kind, data, limit, sha256 }) {
   const input = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -46,7 +47,7 @@ async function job({ kind, data, limit, sha256 }) {
       out = dst.subarray(0, kind === 'zstd' ? zstdInto(zstd, input, dst) : xzInto(lzma, input, dst));
     }
   } catch (err) {
-    throw Object.assign(new Error(kind + ' data does not decompress: ' + err.message), { code: 'ECORRUPT' });
+    throw Object.assign(new Error(decodeFailure(kind, err)), { code: 'ECORRUPT' });
   }
   // Only a view that owns its whole buffer can move to the main thread.
   if (out.byteOffset !== 0 || out.buffer.byteLength !== out.length) out = out.slice();

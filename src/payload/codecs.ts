@@ -2,8 +2,8 @@ import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import * as zstd from 'zstd-napi';
 import Bzip2Wasm from '@foxglove/wasm-bz2';
-import { VabError } from '../util/errors';
-import { LzmaNativeModule, ZstdBinding, bz2Bounded, xzInto, zstdInto } from './bounded-decode';
+import { errnoCode, VabError } from '../util/errors';
+import { LzmaNativeModule, OVERFLOW, ZstdBinding, bz2Bounded, decodeFailure, xzInto, zstdInto } from './bounded-decode';
 
 /**
  * The compressors payloads use, behind one shape. Library choices (see docs/payload.md):
@@ -57,7 +57,7 @@ export async function decompress(kind: Compression, data: Buffer, limit: number,
     out = await decode(kind, data, limit);
   } catch (err) {
     if (err instanceof VabError) throw err;
-    throw new VabError('ECORRUPT', `${kind} data does not decompress: ${(err as Error).message}`, { cause: err });
+    throw new VabError('ECORRUPT', decodeFailure(kind, err as Error), { cause: err });
   }
   checkDecodedSize(kind, out.length, limit, mode);
   return out;
@@ -82,8 +82,14 @@ async function decode(kind: Compression, data: Buffer, limit: number): Promise<B
       return out.subarray(0, xzInto(lzmaNative, data, out));
     }
     case 'brotli':
-      // Node's zlib stops and fails with ERR_BUFFER_TOO_LARGE once output passes maxOutputLength.
-      return data.length < SMALL_INPUT ? zlib.brotliDecompressSync(data, { maxOutputLength: Math.max(1, limit) }) : brotliDecompress(data, { maxOutputLength: Math.max(1, limit) });
+      try {
+        // Node's zlib stops and fails with ERR_BUFFER_TOO_LARGE once output passes maxOutputLength.
+        const options = { maxOutputLength: Math.max(1, limit) };
+        return data.length < SMALL_INPUT ? zlib.brotliDecompressSync(data, options) : await brotliDecompress(data, options);
+      } catch (err) {
+        if (errnoCode(err) === 'ERR_BUFFER_TOO_LARGE') throw new Error(`${OVERFLOW} ${limit} bytes`);
+        throw err;
+      }
     case 'bz2':
       return asBuffer(bz2Bounded(await bzip2Module(), data, limit));
   }
