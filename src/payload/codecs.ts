@@ -25,7 +25,6 @@ interface CompressJs {
 // Neither package ships type declarations; these are the few calls vab makes.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const lzma = require('lzma-native') as LzmaNative;
-const lzmaNative: LzmaNativeModule = lzma;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const zstdBinding = require('zstd-napi/binding') as ZstdBinding;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -79,7 +78,7 @@ async function decode(kind: Compression, data: Buffer, limit: number): Promise<B
     }
     case 'xz': {
       const out = Buffer.allocUnsafe(limit);
-      return out.subarray(0, xzInto(lzmaNative, data, out));
+      return out.subarray(0, xzInto(lzma, data, out));
     }
     case 'brotli':
       try {
