@@ -4,6 +4,7 @@ import { bspatch } from './bsdiff-format';
 import { Compression } from './codecs';
 import { DecodePool, dataHashMismatch, verifyAndDecompressHere } from './codec-pool';
 import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
+import { STREAM_MIN_BYTES, streamDecodeToExtents } from './stream-decode';
 import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
 /** Everything an operation needs; `blob` is its data, already read from the payload. */
@@ -58,6 +59,7 @@ export function unsupportedOpError(partition: string, index: number, op: Install
  */
 export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
+  | { kind: 'stream'; ctx: PrepareContext; codec: 'xz' | 'zstd'; blob: Buffer; bytes: number }
   | { kind: 'zero'; extents: Extent[] }
   | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
 
@@ -73,6 +75,9 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
   if (!SUPPORTED_OPS.has(op.type)) throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
   const dstBytes = totalBlocks(op.dst_extents) * blockSize;
   const codec = REPLACE_CODEC[op.type];
+  if ((codec === 'xz' || codec === 'zstd') && dstBytes >= STREAM_MIN_BYTES) {
+    return { kind: 'stream', ctx, codec, blob: checkedBlob(ctx), bytes: dstBytes };
+  }
   if (codec) {
     // The decoder checks the data hash itself, so both can happen off the main thread.
     const decode = ctx.decoders ? ctx.decoders.verifyAndDecompress.bind(ctx.decoders) : verifyAndDecompressHere;
@@ -104,6 +109,10 @@ export async function commitOperation(writer: PartitionWriter, prepared: Prepare
   switch (prepared.kind) {
     case 'write':
       return writeExtents(writer, prepared.extents, prepared.data);
+    case 'stream': {
+      const { ctx, codec, blob, bytes } = prepared;
+      return guarded(ctx, () => streamDecodeToExtents(codec, blob, bytes, writer, ctx.op.dst_extents));
+    }
     case 'zero':
       for (const extent of prepared.extents) await writer.zero(extent.start_block, extent.num_blocks);
       return;
