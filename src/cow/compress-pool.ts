@@ -1,6 +1,6 @@
-import { CompressionSpec } from './codec';
 import { VabError } from '../util/errors';
 import { WorkerPool } from '../util/worker-pool';
+import { CompressionSpec } from './codec';
 import { CowFormatError } from './errors';
 import { CowCompression } from './format';
 

@@ -55,7 +55,9 @@ export function unsupportedOpError(partition: string, index: number, op: Install
 /**
  * What an operation does to the partition, computed but not yet written. Preparing is the
  * expensive part (hash checks, decompression, patching, source reads) and may run for several
- * ops at once; committing hands the result to the writer, strictly in op order.
+ * ops at once; committing hands the result to the writer, strictly in op order. A large
+ * REPLACE_XZ/ZSTD op ('stream') is only hash-checked when prepared: it decodes as it is committed,
+ * so its output never sits whole in memory.
  */
 export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
