@@ -18,13 +18,15 @@ import { compress, decompress } from '../src/payload/codecs';
 import { extractPayload } from '../src/payload/extract';
 import { writeFully } from '../src/payload/image-io';
 import { generatePayload, PayloadCompression } from '../src/payload/generate';
-import { OpType } from '../src/payload/manifest';
+import { InstallOperation, OpType } from '../src/payload/manifest';
+import { totalBlocks } from '../src/payload/partition-io';
 import { PayloadFile } from '../src/payload/payload-file';
 import { integer } from '../src/cli/options';
 import { BenchReport, parseBenchArgs } from './support/report';
 
 const BLOCK = 4096;
 const CHUNK = 512 * BLOCK;
+const opBytes = (op: InstallOperation) => totalBlocks(op.dst_extents) * BLOCK;
 const CODEC_OF: Partial<Record<OpType, 'zstd' | 'xz' | 'bz2'>> = { [OpType.REPLACE_ZSTD]: 'zstd', [OpType.REPLACE_XZ]: 'xz', [OpType.REPLACE_BZ]: 'bz2' };
 
 function parseArgs(): { sizeMib: number; json: boolean } {
@@ -86,7 +88,7 @@ async function bareDecompress(file: string): Promise<number> {
       for (const op of partition.operations) {
         const blob = await payload.readBlob(op);
         const codec = CODEC_OF[op.type];
-        if (blob && codec) bytes += (await decompress(codec, blob)).length;
+        if (blob && codec) bytes += (await decompress(codec, blob, opBytes(op))).length;
       }
     }
     return bytes;
@@ -108,7 +110,7 @@ async function decodeHashWrite(file: string, output: string): Promise<void> {
       for (const op of partition.operations) {
         const blob = await payload.readBlob(op);
         const codec = CODEC_OF[op.type];
-        const data = blob && codec ? await decompress(codec, blob) : blob;
+        const data = blob && codec ? await decompress(codec, blob, opBytes(op)) : blob;
         if (!data) continue;
         createHash('sha256').update(blob!).digest(); // the op's data hash check
         hash.update(data);

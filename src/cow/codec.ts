@@ -19,7 +19,10 @@ export interface CowCodec {
    * unit raw. The returned bytes may live in a buffer the next call reuses; copy them to keep them.
    */
   compress(unit: Uint8Array): Uint8Array;
-  /** Decompresses `src` into all of `dst`; throws CodecError unless it yields exactly dst.length bytes. */
+  /**
+   * Decompresses `src` into all of `dst`; throws CodecError unless it yields exactly dst.length
+   * bytes. Decoding stops as soon as the output would pass dst.length (a bomb costs no memory).
+   */
   decompressInto(src: Uint8Array, dst: Uint8Array): void;
 }
 
@@ -180,8 +183,13 @@ class ZstdCodec implements CowCodec {
   decompressInto(src: Uint8Array, dst: Uint8Array): void {
     let written: number;
     try {
+      // A frame declaring more than the unit is refused before any decoding; any other frame
+      // decodes straight into dst, which fails as soon as the output does not fit.
+      const declared = zstd.getFrameContentSize(src);
+      if (declared !== null && declared > dst.length) throw new CodecError(`zstd frame declares ${declared} bytes, more than the ${dst.length} expected`);
       written = this.dctx.decompress(dst, src);
     } catch (err) {
+      if (err instanceof CodecError) throw err;
       throw new CodecError(`zstd data is malformed: ${(err as Error).message}`, { cause: err });
     }
     if (written !== dst.length) throw new CodecError(`zstd data decompressed to ${written} bytes, expected ${dst.length}`);

@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import { VabError } from '../util/errors';
+import { WorkerPool } from '../util/worker-pool';
 import { CompressionSpec } from './codec';
 import { CowFormatError } from './errors';
 import { CowCompression } from './format';
@@ -11,7 +12,6 @@ import { CowCompression } from './format';
 
 // Eval'd so that it also runs under ts-jest (no .ts worker files); module paths come resolved.
 const WORKER_SOURCE = `
-const { parentPort, workerData } = require('worker_threads');
 const zlib = require('zlib');
 const { algorithm, level, maxUnitSize, codes } = workerData;
 let compress;
@@ -38,7 +38,7 @@ else if (algorithm === codes.brotli) {
   };
 }
 let zeroBlock = Buffer.alloc(0);
-function hashBlocks(id, input, blockSize) {
+function hashBlocks(input, blockSize) {
   const count = input.length / blockSize;
   const hashes = new Uint32Array(count);
   const zero = new Uint8Array(count);
@@ -50,33 +50,29 @@ function hashBlocks(id, input, blockSize) {
   }
   // The input goes back too, so the caller can read the next batch into it.
   const data = input.buffer;
-  parentPort.postMessage({ id, hashes: hashes.buffer, zero: zero.buffer, data }, [hashes.buffer, zero.buffer, data]);
+  return { reply: { hashes: hashes.buffer, zero: zero.buffer, data }, transfer: [hashes.buffer, zero.buffer, data] };
 }
-parentPort.on('message', ({ id, data, byteLength, sizes, blockSize }) => {
-  try {
-    const input = Buffer.from(data, 0, byteLength);
-    if (blockSize) return hashBlocks(id, input, blockSize);
-    if (!compress) throw new Error('no compressor for algorithm ' + algorithm);
-    const payloads = [];
-    let total = 0;
-    for (let i = 0, at = 0; i < sizes.length; at += sizes[i], i++) {
-      const unit = input.subarray(at, at + sizes[i]);
-      const packed = compress(unit);
-      // zstd's output buffer is reused by the next unit: keep a copy.
-      const kept = packed.length >= unit.length ? unit : Buffer.from(packed);
-      payloads.push(kept);
-      total += kept.length;
-    }
-    // Its own ArrayBuffer (never the shared Buffer pool), so it can be moved to the main thread.
-    const out = new Uint8Array(total);
-    const lengths = [];
-    let at = 0;
-    for (const p of payloads) { out.set(p, at); at += p.length; lengths.push(p.length); }
-    parentPort.postMessage({ id, out: out.buffer, lengths }, [out.buffer]);
-  } catch (err) {
-    parentPort.postMessage({ id, error: String((err && err.message) || err) });
+async function job({ data, byteLength, sizes, blockSize }) {
+  const input = Buffer.from(data, 0, byteLength);
+  if (blockSize) return hashBlocks(input, blockSize);
+  if (!compress) throw new Error('no compressor for algorithm ' + algorithm);
+  const payloads = [];
+  let total = 0;
+  for (let i = 0, at = 0; i < sizes.length; at += sizes[i], i++) {
+    const unit = input.subarray(at, at + sizes[i]);
+    const packed = compress(unit);
+    // zstd's output buffer is reused by the next unit: keep a copy.
+    const kept = packed.length >= unit.length ? unit : Buffer.from(packed);
+    payloads.push(kept);
+    total += kept.length;
   }
-});
+  // Its own ArrayBuffer (never the shared Buffer pool), so it can be moved to the main thread.
+  const out = new Uint8Array(total);
+  const lengths = [];
+  let at = 0;
+  for (const p of payloads) { out.set(p, at); at += p.length; lengths.push(p.length); }
+  return { reply: { out: out.buffer, lengths }, transfer: [out.buffer] };
+}
 `;
 
 /** The payloads of a batch of units, back to back, and each one's length (unit size means raw). */
@@ -95,24 +91,14 @@ export interface BlockHashes {
 
 interface Reply {
   data?: ArrayBuffer;
-  id: number;
   out?: ArrayBuffer;
   lengths?: number[];
   hashes?: ArrayBuffer;
   zero?: ArrayBuffer;
-  error?: string;
-}
-
-interface Waiter {
-  resolve: (reply: Reply) => void;
-  reject: (err: Error) => void;
 }
 
 export class CompressPool {
-  private readonly workers: Array<{ worker: Worker; busy: number }> = [];
-  private readonly pending = new Map<number, Waiter>();
-  private nextId = 0;
-  private failure: Error | undefined;
+  private readonly pool: WorkerPool;
 
   constructor(threads: number, spec: CompressionSpec, maxUnitSize: number) {
     const workerData = {
@@ -123,21 +109,7 @@ export class CompressPool {
       zstdPath: require.resolve('zstd-napi/binding'),
       lz4Path: require.resolve('lz4-napi'),
     };
-    for (let i = 0; i < threads; i++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
-      const slot = { worker, busy: 0 };
-      worker.on('message', (msg: Reply) => {
-        slot.busy--;
-        const waiter = this.pending.get(msg.id);
-        this.pending.delete(msg.id);
-        if (!waiter) return;
-        if (msg.error !== undefined) waiter.reject(new CowFormatError('EIO', `compression thread failed: ${msg.error}`));
-        else waiter.resolve(msg);
-      });
-      worker.on('error', (err) => this.failAll(new CowFormatError('EIO', `compression thread failed: ${err.message}`, { cause: err })));
-      worker.on('exit', (code) => this.failAll(new CowFormatError('EIO', `compression thread exited with code ${code}`)));
-      this.workers.push(slot);
-    }
+    this.pool = new WorkerPool({ name: 'compression', threads, source: WORKER_SOURCE, workerData });
   }
 
   /**
@@ -155,31 +127,20 @@ export class CompressPool {
     return { hashes: new Uint32Array(reply.hashes!), zero: new Uint8Array(reply.zero!), data: new Uint8Array(reply.data!) };
   }
 
-  private send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number }): Promise<Reply> {
-    if (this.failure) return Promise.reject(this.failure);
+  private async send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number }): Promise<Reply> {
     // A view from the start of its buffer: the whole buffer moves, byteLength says how much is data.
-    // Checked before a waiter is registered, which would otherwise never be answered.
-    if (data.byteOffset !== 0) return Promise.reject(new RangeError('a batch must start at the start of its ArrayBuffer'));
-    const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
-    const id = this.nextId++;
-    const promise = new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-    });
-    slot.busy++;
-    slot.worker.postMessage({ id, data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer]);
-    return promise;
+    if (data.byteOffset !== 0) throw new RangeError('a batch must start at the start of its ArrayBuffer');
+    try {
+      return await this.pool.run<Reply>({ data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer]);
+    } catch (err) {
+      // Callers of the COW layer handle CowFormatErrors; the code says what kind of failure it was.
+      if (err instanceof VabError) throw new CowFormatError(err.code, err.message, { cause: err });
+      throw err;
+    }
   }
 
   /** Stops every thread; anything still waiting fails (never hangs). */
-  async close(): Promise<void> {
-    const workers = this.workers.splice(0);
-    await Promise.all(workers.map((w) => w.worker.terminate()));
-    this.failAll(new CowFormatError('ESTATE', 'the compression pool is closed'));
-  }
-
-  private failAll(err: Error): void {
-    this.failure ??= err;
-    for (const waiter of this.pending.values()) waiter.reject(this.failure);
-    this.pending.clear();
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }

@@ -25,6 +25,10 @@ export async function parseV3(file: RandomAccessFile, header: CowHeader, fileSiz
     if (!point) throw corrupt(`no resume point for label ${label} (have ${resumePoints.map((p) => p.label).join(', ') || 'none'})`, { ...where, offset: resumeOffset(header) });
     if (point.opIndex > header.opCountMax) throw corrupt(`resume point ${label} names op ${point.opIndex}, beyond op_count_max ${header.opCountMax}`, { ...where, offset: resumeOffset(header) });
     opCount = point.opIndex;
+    // op_count_max is not held to the file size; the ops a label names must be in the file
+    // before a table for them is allocated.
+    const opsEnd = opOffset(opCount, header);
+    if (opsEnd > fileSize) throw truncated(`resume point ${label} names ${opCount} ops, whose records end at ${opsEnd}, past the end of the file (${fileSize} bytes)`, { ...where, offset: fileSize });
   }
   const ops = new CowOpTable(opCount);
   const dataEnd = await readOps(file, header, fileSize, opCount, ops);

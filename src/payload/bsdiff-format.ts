@@ -55,18 +55,34 @@ export function writeOfft(target: Buffer, offset: number, value: number): void {
   target.writeBigUInt64LE(value < 0 ? magnitude | (1n << 63n) : magnitude, offset);
 }
 
-async function unpack(kind: StreamCompression, data: Buffer, expectedSize?: number): Promise<Buffer> {
+async function unpack(kind: StreamCompression, data: Buffer, limit: number, mode: 'exact' | 'atMost'): Promise<Buffer> {
   if (kind === 'none') {
-    if (expectedSize !== undefined && data.length !== expectedSize) {
-      throw new VabError('ECORRUPT', `uncompressed bsdiff stream has ${data.length} bytes, expected ${expectedSize}`);
+    if (data.length > limit || (mode === 'exact' && data.length !== limit)) {
+      throw new VabError('ECORRUPT', `uncompressed bsdiff stream has ${data.length} bytes, expected ${mode === 'exact' ? '' : 'at most '}${limit}`);
     }
     return data;
   }
-  return decompress(kind, data, expectedSize);
+  return decompress(kind, data, limit, mode);
 }
 
-/** Parses a BSDIFF40 or BSDF2 patch and decompresses its three streams. */
-export async function decodePatch(patch: Buffer): Promise<DecodedPatch> {
+/**
+ * The most control bytes a patch producing `newSize` bytes may carry. Entries that produce
+ * nothing are legal, so there is no exact bound; bsdiff starts a new entry only for a match that
+ * beats the current alignment by 8 bytes, so real entries average well over the 6 output bytes
+ * this allows (4 control bytes per output byte), and small outputs get 64 KiB regardless.
+ */
+export function controlLimit(newSize: number): number {
+  return Math.max(64 * 1024, 4 * newSize);
+}
+
+/**
+ * Parses a BSDIFF40 or BSDF2 patch and decompresses its three streams. With `expectedNewSize`
+ * (what the op's destination holds) a header that says otherwise is refused before anything is
+ * decoded; every stream is decoded with a bound derived from the new size, and every control
+ * entry is checked against the bytes still to produce before the diff and extra streams are
+ * decoded (to exactly the sizes the entries add up to).
+ */
+export async function decodePatch(patch: Buffer, expectedNewSize?: number): Promise<DecodedPatch> {
   if (patch.length < BSDIFF_HEADER_SIZE) throw new VabError('ETRUNCATED', `bsdiff patch has ${patch.length} bytes, its header needs 32`);
   let format: DecodedPatch['format'];
   let kinds: StreamCompression[];
@@ -89,17 +105,24 @@ export async function decodePatch(patch: Buffer): Promise<DecodedPatch> {
   if (ctrlLen < 0 || diffLen < 0 || newSize < 0 || BSDIFF_HEADER_SIZE + ctrlLen + diffLen > patch.length) {
     throw new VabError('ECORRUPT', `bsdiff header is inconsistent: control ${ctrlLen}, diff ${diffLen}, new size ${newSize}, patch ${patch.length} bytes`);
   }
+  if (expectedNewSize !== undefined && newSize !== expectedNewSize) {
+    throw new VabError('ECORRUPT', `bsdiff header says the new file has ${newSize} bytes, the destination holds ${expectedNewSize}`);
+  }
   const ctrlStart = BSDIFF_HEADER_SIZE;
   const diffStart = ctrlStart + ctrlLen;
   const extraStart = diffStart + diffLen;
-  const ctrlBytes = await unpack(kinds[0], patch.subarray(ctrlStart, diffStart));
+  const ctrlBytes = await unpack(kinds[0], patch.subarray(ctrlStart, diffStart), controlLimit(newSize), 'atMost');
   if (ctrlBytes.length % 24 !== 0) throw new VabError('ECORRUPT', `bsdiff control stream has ${ctrlBytes.length} bytes, not a multiple of 24`);
   const control: ControlEntry[] = [];
   let diffTotal = 0;
   let extraTotal = 0;
   for (let at = 0; at < ctrlBytes.length; at += 24) {
     const entry = { diff: readOfft(ctrlBytes, at), extra: readOfft(ctrlBytes, at + 8), seek: readOfft(ctrlBytes, at + 16) };
+    const left = newSize - diffTotal - extraTotal;
     if (entry.diff < 0 || entry.extra < 0) throw new VabError('ECORRUPT', `bsdiff control entry ${at / 24} has a negative length`);
+    if (entry.diff > left || entry.extra > left - entry.diff) {
+      throw new VabError('ECORRUPT', `bsdiff control entry ${at / 24} writes ${entry.diff} + ${entry.extra} bytes, only ${left} of the new file are left`);
+    }
     diffTotal += entry.diff;
     extraTotal += entry.extra;
     control.push(entry);
@@ -107,14 +130,14 @@ export async function decodePatch(patch: Buffer): Promise<DecodedPatch> {
   if (diffTotal + extraTotal !== newSize) {
     throw new VabError('ECORRUPT', `bsdiff control stream writes ${diffTotal + extraTotal} bytes, the header says ${newSize}`);
   }
-  const diff = await unpack(kinds[1], patch.subarray(diffStart, extraStart), diffTotal);
-  const extra = await unpack(kinds[2], patch.subarray(extraStart), extraTotal);
+  const diff = await unpack(kinds[1], patch.subarray(diffStart, extraStart), diffTotal, 'exact');
+  const extra = await unpack(kinds[2], patch.subarray(extraStart), extraTotal, 'exact');
   return { format, newSize, control, diff, extra };
 }
 
-/** Applies a patch to `old`, producing the new file. */
-export async function bspatch(old: Buffer, patch: Buffer): Promise<Buffer> {
-  const decoded = await decodePatch(patch);
+/** Applies a patch to `old`, producing the new file (of `expectedNewSize` bytes when given). */
+export async function bspatch(old: Buffer, patch: Buffer, expectedNewSize?: number): Promise<Buffer> {
+  const decoded = await decodePatch(patch, expectedNewSize);
   const out = Buffer.allocUnsafe(decoded.newSize);
   const { diff, extra } = decoded;
   let oldPos = 0;

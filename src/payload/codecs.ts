@@ -2,7 +2,8 @@ import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import * as zstd from 'zstd-napi';
 import Bzip2Wasm from '@foxglove/wasm-bz2';
-import { VabError } from '../util/errors';
+import { errnoCode, VabError } from '../util/errors';
+import { LzmaNativeModule, OVERFLOW, ZstdBinding, bz2Bounded, decodeFailure, xzInto, zstdInto } from './bounded-decode';
 
 /**
  * The compressors payloads use, behind one shape. Library choices (see docs/payload.md):
@@ -14,9 +15,8 @@ import { VabError } from '../util/errors';
  * - brotli: Node's zlib.
  */
 
-interface LzmaNative {
+interface LzmaNative extends LzmaNativeModule {
   compress(data: Buffer, options: { preset: number; threads?: number }): Promise<Buffer>;
-  decompress(data: Buffer): Promise<Buffer>;
 }
 interface CompressJs {
   Bzip2: { compressFile(data: Uint8Array, output?: undefined, blockSize?: number): number[] | Uint8Array };
@@ -25,6 +25,8 @@ interface CompressJs {
 // Neither package ships type declarations; these are the few calls vab makes.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const lzma = require('lzma-native') as LzmaNative;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const zstdBinding = require('zstd-napi/binding') as ZstdBinding;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const compressjs = require('compressjs') as CompressJs;
 
@@ -43,48 +45,52 @@ export type Compression = 'zstd' | 'xz' | 'bz2' | 'brotli';
 const SMALL_INPUT = 64 * 1024;
 
 /**
- * Decompresses `data`. With `expectedSize` the output must be exactly that long; without it the
- * size is found as the data is decoded (bzip2 then retries with a larger buffer).
+ * Decompresses `data` into at most `limit` bytes: `exact` (the default) requires exactly `limit`,
+ * `atMost` accepts less. Every decoder stops as soon as the output would pass `limit`, so a bomb
+ * costs no more memory or time than the output it is allowed to have (see bounded-decode.ts).
  */
-export async function decompress(kind: Compression, data: Buffer, expectedSize?: number): Promise<Buffer> {
+export async function decompress(kind: Compression, data: Buffer, limit: number, mode: 'exact' | 'atMost' = 'exact'): Promise<Buffer> {
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new RangeError(`decompression limit ${limit} is not a byte count`);
   let out: Buffer;
   try {
-    out = await decode(kind, data, expectedSize);
+    out = await decode(kind, data, limit);
   } catch (err) {
     if (err instanceof VabError) throw err;
-    throw new VabError('ECORRUPT', `${kind} data does not decompress: ${(err as Error).message}`, { cause: err });
+    throw new VabError('ECORRUPT', decodeFailure(kind, err as Error), { cause: err });
   }
-  if (expectedSize !== undefined && out.length !== expectedSize) {
-    throw new VabError('ECORRUPT', `${kind} data decompresses to ${out.length} bytes, expected ${expectedSize}`);
-  }
+  checkDecodedSize(kind, out.length, limit, mode);
   return out;
 }
 
-async function decode(kind: Compression, data: Buffer, expectedSize?: number): Promise<Buffer> {
-  switch (kind) {
-    case 'zstd':
-      return zstd.decompress(data);
-    case 'xz':
-      return lzma.decompress(data);
-    case 'brotli':
-      return data.length < SMALL_INPUT ? zlib.brotliDecompressSync(data) : brotliDecompress(data);
-    case 'bz2':
-      return decodeBzip2(data, expectedSize);
+export function checkDecodedSize(kind: Compression, size: number, limit: number, mode: 'exact' | 'atMost' = 'exact'): void {
+  if (size > limit || (mode === 'exact' && size !== limit)) {
+    throw new VabError('ECORRUPT', `${kind} data decompresses to ${size} bytes, expected ${mode === 'exact' ? '' : 'at most '}${limit}`);
   }
 }
 
-async function decodeBzip2(data: Buffer, expectedSize?: number): Promise<Buffer> {
-  const module = await bzip2Module();
-  const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // One spare byte of room: a stream longer than expected then fails as "output full"
-  // instead of being cut silently at the expected size.
-  if (expectedSize !== undefined) return asBuffer(module.decompress(data, expectedSize + 1));
-  for (let room = Math.max(64 * 1024, data.length * 8); ; room *= 4) {
-    try {
-      return asBuffer(module.decompress(data, room));
-    } catch (err) {
-      if (!/OUTBUFF_FULL/.test((err as Error).message) || room > 1 << 30) throw err;
+const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+async function decode(kind: Compression, data: Buffer, limit: number): Promise<Buffer> {
+  switch (kind) {
+    case 'zstd': {
+      const out = Buffer.allocUnsafe(limit);
+      return out.subarray(0, zstdInto(zstdBinding, data, out));
     }
+    case 'xz': {
+      const out = Buffer.allocUnsafe(limit);
+      return out.subarray(0, xzInto(lzma, data, out));
+    }
+    case 'brotli':
+      try {
+        // Node's zlib stops and fails with ERR_BUFFER_TOO_LARGE once output passes maxOutputLength.
+        const options = { maxOutputLength: Math.max(1, limit) };
+        return data.length < SMALL_INPUT ? zlib.brotliDecompressSync(data, options) : await brotliDecompress(data, options);
+      } catch (err) {
+        if (errnoCode(err) === 'ERR_BUFFER_TOO_LARGE') throw new Error(`${OVERFLOW} ${limit} bytes`);
+        throw err;
+      }
+    case 'bz2':
+      return asBuffer(bz2Bounded(await bzip2Module(), data, limit));
   }
 }
 

@@ -3,6 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { containedPath } from '../util/names';
+import { DecodePool } from './codec-pool';
 import { ImageFileReader, ImageFileWriter, ImageWriterOptions } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
 import { PreparedOperation, commitOperation, prepareOperation } from './operations';
@@ -61,6 +62,7 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
     const partitions = selectPartitions(payload, options.partitions);
     validateManifest(payload.manifest, partitions, file);
     const sources = await openSources(payload, partitions, options.sourceDir);
+    const decoders = new DecodePool();
     try {
       await fs.mkdir(options.outDir, { recursive: true });
       const total = extractWork(payload, partitions);
@@ -71,12 +73,13 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
       };
       const done: ExtractedImage[] = [];
       for (const partition of partitions) {
-        const image = await extractPartition(payload, partition, options, advance, sources.get(partition.partition_name));
+        const image = await extractPartition(payload, partition, options, advance, decoders, sources.get(partition.partition_name));
         logger.info('partition extracted', { partition: image.partition, size: image.size });
         done.push(image);
       }
       return done;
     } finally {
+      await decoders.close();
       await Promise.all([...sources.values()].map((s) => s.close()));
     }
   } finally {
@@ -109,14 +112,21 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
   }
 }
 
-async function extractPartition(payload: PayloadFile, partition: PartitionUpdate, options: ExtractOptions, onProgress: (bytes: number) => void, source?: SourceReader): Promise<ExtractedImage> {
+async function extractPartition(
+  payload: PayloadFile,
+  partition: PartitionUpdate,
+  options: ExtractOptions,
+  onProgress: (bytes: number) => void,
+  decoders: DecodePool,
+  source?: SourceReader,
+): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
   // Names were checked when the payload was parsed; this keeps the promise local to the write.
   const finalPath = containedPath(options.outDir, `${name}.img`);
   const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!, options.imageWriter);
   try {
-    await applyPartition(payload, partition, writer, source, onProgress);
+    await applyPartition(payload, partition, writer, source, onProgress, decoders);
     await writer.commit(info.hash!, name);
   } catch (err) {
     await writer.abort();
@@ -134,12 +144,19 @@ const PREPARE_AHEAD = 4;
  * strictly in op order. The first failure stops the partition; ops prepared after it are
  * discarded unwritten.
  */
-export async function applyPartition(payload: PayloadFile, partition: PartitionUpdate, writer: PartitionWriter, source?: SourceReader, onProgress?: (bytes: number) => void): Promise<void> {
+export async function applyPartition(
+  payload: PayloadFile,
+  partition: PartitionUpdate,
+  writer: PartitionWriter,
+  source?: SourceReader,
+  onProgress?: (bytes: number) => void,
+  decoders?: DecodePool,
+): Promise<void> {
   const ops = partition.operations;
   const prepare = (index: number) => {
     const op = ops[index];
     const work = payload.readBlob(op).then((blob) =>
-      prepareOperation({ partition: partition.partition_name, index, op, blob, source, blockSize: writer.blockSize, file: payload.file, blobOffset: payload.blobOffset(op) }),
+      prepareOperation({ partition: partition.partition_name, index, op, blob, source, blockSize: writer.blockSize, file: payload.file, blobOffset: payload.blobOffset(op), decoders }),
     );
     work.catch(() => undefined); // reported when awaited in order; not an unhandled rejection meanwhile
     return work;

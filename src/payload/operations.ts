@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import { VabError, VabErrorCode } from '../util/errors';
 import { bspatch } from './bsdiff-format';
 import { Compression } from './codecs';
-import { dataHashMismatch, verifyAndDecompress } from './codec-pool';
+import { DecodePool, dataHashMismatch, verifyAndDecompressHere } from './codec-pool';
 import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
+import { STREAM_MIN_BYTES, streamDecodeToExtents } from './stream-decode';
 import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
 /** Everything an operation needs; `blob` is its data, already read from the payload. */
@@ -18,6 +19,8 @@ export interface OperationContext {
   /** For error messages: the payload file and the absolute offset of the op's blob. */
   file?: string;
   blobOffset?: number;
+  /** Decodes large blobs off the main thread; without one they decode in place. */
+  decoders?: DecodePool;
 }
 
 const REPLACE_CODEC: Partial<Record<OpType, Compression>> = {
@@ -52,10 +55,13 @@ export function unsupportedOpError(partition: string, index: number, op: Install
 /**
  * What an operation does to the partition, computed but not yet written. Preparing is the
  * expensive part (hash checks, decompression, patching, source reads) and may run for several
- * ops at once; committing hands the result to the writer, strictly in op order.
+ * ops at once; committing hands the result to the writer, strictly in op order. A large
+ * REPLACE_XZ/ZSTD op ('stream') is only hash-checked when prepared: it decodes as it is committed,
+ * so its output never sits whole in memory.
  */
 export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
+  | { kind: 'stream'; ctx: PrepareContext; codec: 'xz' | 'zstd'; blob: Buffer; bytes: number }
   | { kind: 'zero'; extents: Extent[] }
   | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
 
@@ -71,9 +77,13 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
   if (!SUPPORTED_OPS.has(op.type)) throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
   const dstBytes = totalBlocks(op.dst_extents) * blockSize;
   const codec = REPLACE_CODEC[op.type];
+  if ((codec === 'xz' || codec === 'zstd') && dstBytes >= STREAM_MIN_BYTES) {
+    return { kind: 'stream', ctx, codec, blob: checkedBlob(ctx), bytes: dstBytes };
+  }
   if (codec) {
     // The decoder checks the data hash itself, so both can happen off the main thread.
-    const data = await guarded(ctx, () => verifyAndDecompress(codec, requireBlob(ctx), dstBytes, expectedDataHash(op)));
+    const decode = ctx.decoders ? ctx.decoders.verifyAndDecompress.bind(ctx.decoders) : verifyAndDecompressHere;
+    const data = await guarded(ctx, () => decode(codec, requireBlob(ctx), dstBytes, expectedDataHash(op)));
     return { kind: 'write', extents: op.dst_extents, data };
   }
   const blob = checkedBlob(ctx);
@@ -89,7 +99,7 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
     case OpType.BROTLI_BSDIFF: {
       const source = await checkedSource(ctx);
       // Both op types carry either container; the patch's magic decides, as in update_engine.
-      const data = await guarded(ctx, () => bspatch(source, blob));
+      const data = await guarded(ctx, () => bspatch(source, blob, dstBytes));
       if (data.length !== dstBytes) throw opError(ctx, 'ECORRUPT', `patch produces ${data.length} bytes, the destination holds ${dstBytes}`);
       return { kind: 'write', extents: op.dst_extents, data };
     }
@@ -101,6 +111,10 @@ export async function commitOperation(writer: PartitionWriter, prepared: Prepare
   switch (prepared.kind) {
     case 'write':
       return writeExtents(writer, prepared.extents, prepared.data);
+    case 'stream': {
+      const { ctx, codec, blob, bytes } = prepared;
+      return guarded(ctx, () => streamDecodeToExtents(codec, blob, bytes, writer, ctx.op.dst_extents));
+    }
     case 'zero':
       for (const extent of prepared.extents) await writer.zero(extent.start_block, extent.num_blocks);
       return;

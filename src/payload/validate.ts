@@ -1,4 +1,5 @@
 import { VabError } from '../util/errors';
+import { checkPartitionLimits } from './limits';
 import { DeltaArchiveManifest, Extent, InstallOperation, OpType, PartitionUpdate, blockSizeOf, isDelta } from './manifest';
 import { FULL_MINOR_VERSION, MAX_MINOR_VERSION, MIN_DELTA_MINOR_VERSION } from './minor-version';
 import { SOURCE_OPS, SUPPORTED_OPS, describeOp, unsupportedOpError } from './operations';
@@ -18,6 +19,7 @@ export function validateManifest(manifest: DeltaArchiveManifest, partitions: rea
   if (isDelta(manifest) ? minor < MIN_DELTA_MINOR_VERSION || minor > MAX_MINOR_VERSION : minor !== FULL_MINOR_VERSION) {
     throw new VabError('EUNSUPPORTED', `minor version ${minor} is not valid for a ${isDelta(manifest) ? 'delta' : 'full'} payload`, { file });
   }
+  checkPartitionLimits(partitions, file);
   for (const partition of partitions) validatePartition(partition, blockSize, file);
 }
 

@@ -26,7 +26,7 @@ describe.each([
   it('decompresses what the tool compressed', async () => {
     const packed = await tool(command, [...packArgs], sample);
     expect((await decompress(kind, packed, sample.length)).equals(sample)).toBe(true);
-    expect((await decompress(kind, packed)).equals(sample)).toBe(true);
+    expect((await decompress(kind, packed, sample.length * 2, 'atMost')).equals(sample)).toBe(true);
   });
 
   it('compresses into something the tool decompresses, and smaller', async () => {
@@ -38,7 +38,7 @@ describe.each([
 
 describe('decompression errors', () => {
   it.each(['xz', 'bz2', 'zstd', 'brotli'] as const)('%s: garbage and a wrong expected size are ECORRUPT', async (kind) => {
-    await expect(decompress(kind, Buffer.from('this is not compressed data at all'))).rejects.toMatchObject({ code: 'ECORRUPT' });
+    await expect(decompress(kind, Buffer.from('this is not compressed data at all'), 4096, 'atMost')).rejects.toMatchObject({ code: 'ECORRUPT' });
     const packed = await compress(kind, sample);
     await expect(decompress(kind, packed, sample.length - 1)).rejects.toMatchObject({ code: 'ECORRUPT' });
     await expect(decompress(kind, packed, sample.length + 4096)).rejects.toMatchObject({ code: 'ECORRUPT' });
