@@ -4,7 +4,7 @@ import path from 'node:path';
 import { run, runChecked } from '../../../src/util/exec';
 
 /** A file in a test image: text (mode 0755 when `exec`), or a symlink to `link`. */
-export type ImageEntry = { text: string; exec?: boolean } | { link: string };
+export type ImageEntry = { text: string | Buffer; exec?: boolean } | { link: string };
 
 /** Builds a real erofs (mkfs.erofs from a directory) or ext4 (mkfs.ext4 -d) image of `entries`. */
 export async function makeImage(dir: string, name: string, kind: 'erofs' | 'ext4', entries: Record<string, ImageEntry>): Promise<string> {
@@ -17,7 +17,7 @@ export async function makeImage(dir: string, name: string, kind: 'erofs' | 'ext4
   }
   const image = path.join(dir, `${name}.${kind}`);
   if (kind === 'erofs') await runChecked('mkfs.erofs', [image, tree]);
-  else await runChecked('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', tree, image, '8M']);
+  else await runChecked('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', tree, image, '16M']);
   return image;
 }
 
