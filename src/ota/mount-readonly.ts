@@ -55,9 +55,15 @@ export interface ReadOnlyMount {
  * Mounts `source` (a block file or image) read-only on the existing empty directory `mountpoint`.
  * On failure nothing is left behind: no mount, no loop device.
  */
-export async function mountReadOnly(source: string, mountpoint: string, fstype: string, log: Logger = nullLogger): Promise<ReadOnlyMount> {
+export async function mountReadOnly(
+  source: string,
+  mountpoint: string,
+  fstype: string,
+  log: Logger = nullLogger,
+  options: { erofsFileBacked?: boolean } = {},
+): Promise<ReadOnlyMount> {
   let fileError = '';
-  if (fstype === 'erofs') {
+  if (fstype === 'erofs' && (options.erofsFileBacked ?? true)) {
     fileError = await mountFileBacked(source, mountpoint, fstype);
     if (fileError === '') return { mountpoint, fstype, via: 'file' };
     log.info('file-backed erofs mount failed, using a loop device', { source, reason: fileError });
