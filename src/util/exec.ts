@@ -1,6 +1,6 @@
 import { ChildProcess, spawn, StdioNull, StdioPipe } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { VabError } from './errors';
+import { errnoCode, VabError } from './errors';
 
 /**
  * The one way vab starts other programs. Asynchronous only, on purpose: a process that serves a
@@ -27,6 +27,11 @@ export interface StartOptions {
    * must not grow this process without bound. Default 1 MiB for `start`, everything for `run`.
    */
   maxOutput?: number;
+  /**
+   * Start the child as the leader of a new process group, so `signalGroup` reaches everything it
+   * spawned (a shell script's background jobs would otherwise outlive a kill of the script).
+   */
+  newProcessGroup?: boolean;
 }
 
 /** How long output may still arrive after the child exited (see `exited`). */
@@ -47,7 +52,12 @@ export class ChildHandle {
   private wakers: Array<() => void> = [];
   private drainTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly child: ChildProcess, readonly label: string, private readonly maxOutput: number) {
+  constructor(
+    readonly child: ChildProcess,
+    readonly label: string,
+    private readonly maxOutput: number,
+    private readonly groupLeader = false,
+  ) {
     child.stdout?.setEncoding('utf8').on('data', (text: string) => this.onStdout(text));
     child.stderr?.setEncoding('utf8').on('data', (text: string) => (this.err = this.keep(this.err + text)));
     // Finished at 'close', when both streams are drained and the output is complete; but a
@@ -136,6 +146,23 @@ export class ChildHandle {
   }
 
   /**
+   * Sends `signal` to the child's whole process group (started with `newProcessGroup`). Unlike
+   * `signal`, this also acts after the child exited: its descendants may still be running. Returns
+   * false when no process of the group is left.
+   */
+  signalGroup(signal: NodeJS.Signals): boolean {
+    if (!this.groupLeader) throw new VabError('ESTATE', `${this.label} was not started in its own process group`);
+    if (this.child.pid === undefined) return false;
+    try {
+      process.kill(-this.child.pid, signal);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ESRCH') return false;
+      throw err;
+    }
+  }
+
+  /**
    * Sends `signal` and waits for the exit; a child still running `graceMs` later gets SIGKILL,
    * so this always ends (unless the child is stuck in the kernel, where no signal helps).
    */
@@ -181,8 +208,9 @@ export class ChildHandle {
 /** Starts `command` with stdout and stderr captured. A program that cannot start shows in `exited` and `startError`. */
 export function start(command: string, args: readonly string[], options: StartOptions = {}): ChildHandle {
   const stdio: Array<StdioPipe | StdioNull | number> = [options.stdin ?? 'ignore', 'pipe', 'pipe', ...(options.extraFds ?? [])];
-  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio });
-  return new ChildHandle(child, options.label ?? command, options.maxOutput ?? 1 << 20);
+  const detached = options.newProcessGroup ?? false;
+  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio, detached });
+  return new ChildHandle(child, options.label ?? command, options.maxOutput ?? 1 << 20, detached);
 }
 
 export interface RunResult extends Exit {

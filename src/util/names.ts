@@ -61,9 +61,15 @@ export function containedPath(root: string, relative: string): string {
   if (path.isAbsolute(relative)) throw new VabError('EINVAL_INPUT', `path ${JSON.stringify(relative)} must be relative to ${root}, not absolute`);
   const base = path.resolve(root);
   const resolved = path.resolve(base, relative);
-  const inside = path.relative(base, resolved);
-  if (inside.startsWith('..') && (inside.length === 2 || inside[2] === path.sep)) {
+  if (!isInside(base, resolved)) {
     throw new VabError('EINVAL_INPUT', `path ${JSON.stringify(relative)} leads outside ${root}`);
   }
   return resolved;
+}
+
+/** True when `candidate` is `root` itself or below it (both absolute and normalised). */
+export function isInside(root: string, candidate: string): boolean {
+  const rel = path.relative(root, candidate);
+  // `..foo` is a name inside root; only `..` itself or `../...` climbs out.
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run, runChecked, start } from '../../src/util/exec';
@@ -101,4 +101,45 @@ describe('start', () => {
       process.kill(grandchild, 'SIGKILL');
     }
   });
+
+  it('signals a whole process group, also after the leader exited', async () => {
+    const leader = start('sh', ['-c', 'sleep 30 & echo $!; sleep 30'], { newProcessGroup: true });
+    const grandchild = Number(await leader.waitForLine(/^\d+$/));
+    expect(alive(grandchild)).toBe(true);
+    leader.signal('SIGKILL');
+    await leader.exited;
+    // The leader is gone; only the group signal still reaches what it left behind.
+    expect(alive(grandchild)).toBe(true);
+    expect(leader.signalGroup('SIGKILL')).toBe(true);
+    await waitUntil(() => !alive(grandchild));
+    // Once init has reaped it the group is empty, and that is reported rather than thrown.
+    await waitUntil(() => !leader.signalGroup('SIGKILL'));
+    expect(() => start('true', []).signalGroup('SIGTERM')).toThrow(/not started in its own process group/);
+  });
 });
+
+/** Running and not a zombie: a killed grandchild is reaped by init, not by us. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  return !/^\d+ \(.*\) Z/.test(readStat(pid));
+}
+
+function readStat(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+async function waitUntil(done: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import fc from 'fast-check';
 import { isVabError } from '../../src/util/errors';
-import { PARTITION_NAME_MAX, containedPath, partitionNameProblem, targetNameProblem } from '../../src/util/names';
+import { PARTITION_NAME_MAX, containedPath, isInside, partitionNameProblem, targetNameProblem } from '../../src/util/names';
 
 describe('partitionNameProblem', () => {
   it.each(['system', 'vendor_dlkm', 'system_ext', 'vbmeta_system', 'boot', 'a', 'x'.repeat(PARTITION_NAME_MAX), 'my-part', 'odm.img2', '_x', '-x', '0'])('accepts %j', (name) => {
@@ -86,5 +86,16 @@ describe('containedPath', () => {
       }
       expect(result === root || result.startsWith(root + path.sep)).toBe(true);
     }));
+  });
+});
+
+describe('isInside', () => {
+  it('tells a path below the root from one beside or above it', () => {
+    expect(isInside('/mnt/p', '/mnt/p')).toBe(true);
+    expect(isInside('/mnt/p', '/mnt/p/a/b')).toBe(true);
+    expect(isInside('/mnt/p', '/mnt/p/..hidden')).toBe(true);
+    expect(isInside('/mnt/p', '/mnt/p2/x')).toBe(false);
+    expect(isInside('/mnt/p', '/mnt')).toBe(false);
+    expect(isInside('/mnt/p', '/bin/sh')).toBe(false);
   });
 });
