@@ -2,9 +2,9 @@ import { promises as fs } from 'node:fs';
 import { replaceFileAtomically } from '../util/atomic';
 import { createProgress, Progress } from '../util/progress';
 import { openFile, RandomAccessFile } from './file';
-import { CowOpType } from './format';
 import { PayloadStream } from './payload-stream';
-import { SnapshotReader, xorInto } from './snapshot-reader';
+import { MaterializeScratch } from './materialize';
+import { SnapshotReader } from './snapshot-reader';
 
 export interface ApplyCowOptions {
   /** Size of the new image in bytes; defaults to the larger of the base and the COW's last block. */
@@ -158,54 +158,17 @@ class BackgroundSync {
   }
 }
 
-/** Applies the ops that need the COW's data (Zero, Replace, Xor) to a chunk already holding its base layer. */
+/** Applies the ops that need the COW's data to a chunk already holding its base layer, payloads streamed in file order. */
 class ChunkPatcher {
   readonly stream: PayloadStream;
-  private readonly block: Buffer;
-  private readonly blockWords: Int32Array;
-  private unit: Buffer;
-  private unitOp = -1;
+  private readonly scratch: MaterializeScratch;
 
   constructor(private readonly snapshot: SnapshotReader) {
     this.stream = new PayloadStream(snapshot.cow);
-    // Its own ArrayBuffer, so the Int32Array view over it is aligned.
-    this.block = Buffer.from(new ArrayBuffer(snapshot.blockSize));
-    this.blockWords = new Int32Array(this.block.buffer, 0, snapshot.blockSize >> 2);
-    this.unit = Buffer.allocUnsafe(Math.max(snapshot.cow.header.maxCompressionSize, snapshot.blockSize));
+    this.scratch = new MaterializeScratch(snapshot.cow);
   }
 
-  async patch(start: number, end: number, dst: Buffer): Promise<void> {
-    const { cow } = this.snapshot;
-    const { ops, index } = cow;
-    const { order } = index;
-    const bs = this.snapshot.blockSize;
-    for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
-      const op = order[k];
-      const type = ops.type(op);
-      if (type === CowOpType.Copy) continue;
-      const opStart = ops.newBlock[op];
-      const at = (Math.max(start, opStart) - start) * bs;
-      if (type === CowOpType.Zero) {
-        dst.fill(0, at, at + bs);
-        continue;
-      }
-      if (type === CowOpType.Xor) {
-        cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), this.block);
-        xorInto(dst, at, this.block, this.blockWords);
-      } else if (opStart >= start && opStart + ops.span(op) <= end) {
-        cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), dst.subarray(at, at + cow.unitSize(op)));
-      } else {
-        // A unit that straddles chunks: expand it once, take each chunk's part.
-        const unit = this.unit.subarray(0, cow.unitSize(op));
-        if (this.unitOp !== op) {
-          this.unitOp = -1;
-          cow.expandPayload(op, this.stream.lookup(op) ?? (await this.stream.load(op)), unit);
-          this.unitOp = op;
-        }
-        const from = (Math.max(start, opStart) - opStart) * bs;
-        const to = (Math.min(end, opStart + ops.span(op)) - opStart) * bs;
-        unit.copy(dst, at, from, to);
-      }
-    }
+  patch(start: number, end: number, dst: Buffer): Promise<void> {
+    return this.snapshot.materializer.patch(start, end, dst, 0, (op) => this.stream.lookup(op) ?? this.stream.load(op), this.scratch);
   }
 }

@@ -2,6 +2,7 @@ import { createProgress } from '../util/progress';
 import { corrupt } from './errors';
 import { openFile, RandomAccessFile, readExactly } from './file';
 import { CowHeader, CowOpType, ReadAheadState, SCRATCH_METADATA_SIZE, scratchDataOffset, scratchMetadataOffset, scratchWindowBlocks } from './format';
+import { MaterializeScratch, Materializer } from './materialize';
 import { CowReader } from './reader';
 
 export interface MergeOptions {
@@ -77,8 +78,15 @@ export async function mergeFiles(cowFile: RandomAccessFile, base: RandomAccessFi
   const window = h.bufferSize > 0 ? scratchWindowBlocks(h) : 510;
   if (h.bufferSize > 0 && (await readState(cowFile, h)) === ReadAheadState.Done) await replayStagedWindow(cow, base, order.ops, state, commit);
   const blocks = Buffer.allocUnsafe(window * bs);
-  const payload = Buffer.allocUnsafe(Math.max(65536, h.maxCompressionSize, bs));
-  const xorBlock = Buffer.allocUnsafe(bs);
+  const payload = Buffer.allocUnsafe(Math.max(65536, h.maxCompressionSize, bs, maxDataLength(cow)));
+  // The merge reads its sources from the base it is rewriting: the merge order keeps that safe.
+  const materializer = new Materializer(cow, base);
+  const scratch = new MaterializeScratch(cow);
+  const payloadOf = async (op: number): Promise<Buffer> => {
+    const bytes = payload.subarray(0, cow.ops.dataLength[op]);
+    await readExactly(cow.file, bytes, 0, cow.ops.dataLength[op], cow.ops.dataOffset[op], 'op data', op);
+    return bytes;
+  };
   const unit = Buffer.allocUnsafe(Math.max(h.maxCompressionSize, bs));
   const isOrdered = (position: number): boolean => {
     const type = cow.ops.type(order.ops[position]);
@@ -101,17 +109,7 @@ export async function mergeFiles(cowFile: RandomAccessFile, base: RandomAccessFi
       await commit(m);
       continue;
     }
-    for (let i = 0; i < m; i++) {
-      const op = ops[i];
-      const dst = blocks.subarray(i * bs, (i + 1) * bs);
-      const sourceOffset = cow.ops.type(op) === CowOpType.Copy ? cow.ops.source[op] * bs : cow.ops.source[op];
-      const got = await base.read(dst, 0, bs, sourceOffset);
-      dst.fill(0, got);
-      if (cow.ops.type(op) === CowOpType.Xor) {
-        await cow.readPayload(op, xorBlock, payload);
-        for (let j = 0; j < bs; j++) dst[j] ^= xorBlock[j];
-      }
-    }
+    for (let i = 0; i < m; i++) await materializer.buildOrdered(ops[i], blocks, i * bs, payloadOf, scratch);
     if (h.bufferSize > 0) await stageWindow(cowFile, h, cow, ops, blocks);
     await writeBlocks(base, cow, ops, blocks);
     await base.sync();
@@ -191,4 +189,11 @@ async function readState(cowFile: RandomAccessFile, h: CowHeader): Promise<numbe
 async function writeState(cowFile: RandomAccessFile, h: CowHeader, value: ReadAheadState): Promise<void> {
   await cowFile.write(Buffer.from([value]), 0, 1, h.headerSize);
   await cowFile.sync();
+}
+
+/** The largest payload in the COW, so one buffer holds any of them. */
+function maxDataLength(cow: CowReader): number {
+  let max = 0;
+  for (const length of cow.ops.dataLength) if (length > max) max = length;
+  return max;
 }

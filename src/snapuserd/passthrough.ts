@@ -1,11 +1,11 @@
 import { promises as fs, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { DmUserChannel } from '../dmuser/channel';
-import type { DmUserHeader } from '../dmuser/codec';
-import { DmUserFlag, DmUserRequest, DmUserResponse, SECTOR_SIZE } from '../dmuser/constants';
+import { DmUserFlag, SECTOR_SIZE } from '../dmuser/constants';
 import { openChannel } from '../dmuser/socket-channel';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
+import { BlockDevice, serveTarget } from './block-device';
 
 export interface PassthroughOptions {
   runDir: string;
@@ -32,9 +32,8 @@ const ZERO_CHUNK = Buffer.alloc(1 << 20);
 
 /**
  * The reference dm-user daemon, like the kernel selftests' example: it serves a target from an
- * image file. Each channel answers its messages one at a time, as a snapuserd read worker does;
- * the channels run side by side. Reads of more than 64 KiB, writes and syncs use async fs, so the event
- * loop stays free while they wait.
+ * image file, as one BlockDevice behind serveTarget. Reads of more than 64 KiB, writes and syncs
+ * use async fs, so the event loop stays free while they wait.
  */
 export async function startPassthrough(options: PassthroughOptions): Promise<PassthroughDaemon> {
   const count = options.channels ?? DEFAULT_PASSTHROUGH_CHANNELS;
@@ -52,7 +51,8 @@ export async function startPassthrough(options: PassthroughOptions): Promise<Pas
     throw err;
   }
   logger.info(`passthrough: serving ${options.name} from ${options.image}`, { target: options.name, image: options.image, channels: count });
-  const done = Promise.all(channels.map((channel, index) => serveChannel(channel, index, image, options.image, logger))).then(async () => {
+  const served = serveTarget(channels, new ImageDevice(image), { name: options.name, logger, component: 'passthrough' });
+  const done = served.done.then(async () => {
     await image.close();
     logger.info(`passthrough: ${options.name} ended`, { target: options.name });
   });
@@ -65,53 +65,29 @@ export async function startPassthrough(options: PassthroughOptions): Promise<Pas
   };
 }
 
-async function serveChannel(channel: DmUserChannel, index: number, image: FileHandle, imagePath: string, logger: Logger): Promise<void> {
-  // One read buffer per channel, reused: a channel answers one message at a time, and a fresh
-  // 1 MiB buffer per read costs more in page faults than the copy from the page cache.
-  const scratch = new ScratchBuffer();
-  for await (const { header, payload } of channel) {
-    let answer: { type: DmUserResponse; data?: Buffer };
-    try {
-      answer = await perform(image, header, payload, scratch);
-    } catch (err) {
-      logger.error(`passthrough: ${DmUserRequest[header.type] ?? header.type} at sector ${header.sector} failed: ${(err as Error).message}`, {
-        image: imagePath,
-        offset: header.sector * SECTOR_SIZE,
-        seq: header.seq,
-        channel: index,
-      });
-      answer = { type: DmUserResponse.Error };
-    }
-    try {
-      await channel.respond({ ...header, type: answer.type }, answer.data);
-    } catch {
-      break; // the channel closed under us; what it held is the kernel's to fail
-    }
-  }
-  await channel.close();
-}
+/** An image file as a block device: reads, writes and discards go straight to it. */
+export class ImageDevice implements BlockDevice {
+  constructor(private readonly image: FileHandle) {}
 
-async function perform(image: FileHandle, header: DmUserHeader, payload: Buffer, scratch: ScratchBuffer): Promise<{ type: DmUserResponse; data?: Buffer }> {
-  const offset = header.sector * SECTOR_SIZE;
-  switch (header.type) {
-    case DmUserRequest.Read:
-      return { type: DmUserResponse.Success, data: await readFully(image, offset, scratch.get(header.len)) };
-    case DmUserRequest.Write:
-      if (header.flags & DmUserFlag.Preflush) await image.datasync();
-      if (payload.length > 0) await writeFully(image, offset, payload);
-      if (header.flags & DmUserFlag.Fua) await image.datasync();
-      return { type: DmUserResponse.Success };
-    case DmUserRequest.Flush:
-      await image.datasync();
-      return { type: DmUserResponse.Success };
-    case DmUserRequest.Discard:
-    case DmUserRequest.WriteZeroes:
-      for (let done = 0; done < header.len; done += ZERO_CHUNK.length) {
-        await writeFully(image, offset + done, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, header.len - done)));
-      }
-      return { type: DmUserResponse.Success };
-    default:
-      return { type: DmUserResponse.Unsupported };
+  read(sector: number, dst: Buffer): Promise<void> {
+    return readFully(this.image, sector * SECTOR_SIZE, dst);
+  }
+
+  async write(sector: number, data: Buffer, flags: number): Promise<void> {
+    if (flags & DmUserFlag.Preflush) await this.image.datasync();
+    if (data.length > 0) await writeFully(this.image, sector * SECTOR_SIZE, data);
+    if (flags & DmUserFlag.Fua) await this.image.datasync();
+  }
+
+  flush(): Promise<void> {
+    return this.image.datasync();
+  }
+
+  async discard(sector: number, length: number): Promise<void> {
+    const offset = sector * SECTOR_SIZE;
+    for (let done = 0; done < length; done += ZERO_CHUNK.length) {
+      await writeFully(this.image, offset + done, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done)));
+    }
   }
 }
 
@@ -125,7 +101,7 @@ async function perform(image: FileHandle, header: DmUserHeader, payload: Buffer,
 const SYNC_READ_MAX = 64 * 1024;
 
 /** Fills `out` from `offset`; past the end of the image reads as zeros, like a sparse tail. */
-async function readFully(image: FileHandle, offset: number, out: Buffer): Promise<Buffer> {
+async function readFully(image: FileHandle, offset: number, out: Buffer): Promise<void> {
   let done = 0;
   const sync = out.length <= SYNC_READ_MAX;
   while (done < out.length) {
@@ -136,17 +112,6 @@ async function readFully(image: FileHandle, offset: number, out: Buffer): Promis
     done += bytesRead;
   }
   out.fill(0, done);
-  return out;
-}
-
-/** A buffer that grows to the largest request seen; valid until the next `get`. */
-class ScratchBuffer {
-  private buffer = Buffer.alloc(0);
-
-  get(length: number): Buffer {
-    if (this.buffer.length < length) this.buffer = Buffer.allocUnsafe(Math.max(length, 64 * 1024));
-    return this.buffer.subarray(0, length);
-  }
 }
 
 async function writeFully(image: FileHandle, offset: number, data: Buffer): Promise<void> {

@@ -1,0 +1,246 @@
+import type { RandomAccessFile } from './file';
+import { CowOpType } from './format';
+import type { CowReader } from './reader';
+
+/** Largest run of adjacent Copy blocks read from the source in one read. */
+const MAX_BATCH_BLOCKS = 256;
+
+/** Where the new content of an ordered (Copy/Xor) op's block is found at this moment of a merge. */
+export enum OrderedLocation {
+  /** Not merged: build it from the source block (and the Xor payload). */
+  Source = 0,
+  /** Merged: the base holds the new block at new_block. */
+  Base = 1,
+  /** Its window is being merged: the staged copy in the scratch region is the one to trust (spec §2.6). */
+  Scratch = 2,
+}
+
+/**
+ * A view of merge progress, so that reads during a merge see the new image whatever the merge has
+ * overwritten. Replace and Zero ops need none: their content comes from the COW either way.
+ */
+export interface MergeProgress {
+  /** False while nothing is merged or staged: reads then skip the per-op lookup. */
+  readonly active: boolean;
+  locate(op: number): OrderedLocation;
+  /** Copies op's staged new block into dst at `at`. */
+  readScratch(op: number, dst: Uint8Array, at: number): Promise<void>;
+}
+
+export const NOTHING_MERGED: MergeProgress = {
+  active: false,
+  locate: () => OrderedLocation.Source,
+  readScratch: () => Promise.reject(new Error('nothing is staged')),
+};
+
+/**
+ * The payload bytes of an op, from whatever buffering suits the caller. `k` is the op's position in
+ * block order and `endBlock` the end of the caller's range, for sources that read ahead.
+ */
+export type PayloadSource = (op: number, k: number, endBlock: number) => Buffer | Promise<Buffer>;
+
+/** Scratch a caller keeps across calls: one per concurrent caller, never shared. */
+export class MaterializeScratch {
+  readonly block: Buffer;
+  readonly blockWords: Int32Array;
+  private readonly unit: Buffer;
+  private unitOp = -1;
+
+  constructor(cow: CowReader) {
+    // Its own ArrayBuffer, so the Int32Array view over it is aligned.
+    this.block = Buffer.from(new ArrayBuffer(cow.blockSize));
+    this.blockWords = new Int32Array(this.block.buffer, 0, cow.blockSize >> 2);
+    this.unit = Buffer.allocUnsafe(Math.max(cow.header.maxCompressionSize, cow.blockSize));
+  }
+
+  /**
+   * The expanded unit of a multi-block Replace op. The last one is kept: reads that walk through a
+   * unit, or land on its neighbouring blocks, decompress it once (snapuserd's prev_op cache).
+   */
+  async unitOf(cow: CowReader, op: number, payload: () => Buffer | Promise<Buffer>): Promise<Buffer> {
+    const unit = this.unit.subarray(0, cow.unitSize(op));
+    if (this.unitOp !== op) {
+      this.unitOp = -1;
+      cow.expandPayload(op, await payload(), unit);
+      this.unitOp = op;
+    }
+    return unit;
+  }
+}
+
+/**
+ * The one place that turns COW ops into bytes of the new image. A block's content is, by op:
+ * Replace → its (possibly multi-block) payload; Zero → zeros; Copy → the source block;
+ * Xor → `block_size` source bytes at a byte offset, XORed with the payload; no op → the base block.
+ * `source` is what Copy/Xor read (Android's backing device), `base` what unchanged and merged
+ * blocks come from; offline they are one file.
+ *
+ * Work is split in two passes so callers can overlap them: `loadBaseLayer` does the file reads
+ * (base and sources), `patch` the decompression. `readBlocks` does both.
+ */
+export class Materializer {
+  readonly blockSize: number;
+
+  constructor(
+    readonly cow: CowReader,
+    readonly source: RandomAccessFile,
+    readonly base: RandomAccessFile = source,
+    public progress: MergeProgress = NOTHING_MERGED,
+  ) {
+    this.blockSize = cow.blockSize;
+  }
+
+  /** Fills dst with blocks [start, end): base layer and COW data. */
+  async readBlocks(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+    await this.loadBaseLayer(start, end, dst, out0);
+    await this.patch(start, end, dst, out0, payloads, scratch);
+  }
+
+  /** The first op position at or after `start` in block order with payload data before `end`, or -1. */
+  firstPayload(start: number, end: number): number {
+    const { ops, index } = this.cow;
+    const { order } = index;
+    let k = index.firstEndingAfter(start);
+    while (k < order.length && ops.newBlock[order[k]] < end && ops.dataLength[order[k]] === 0) k++;
+    return k < order.length && ops.newBlock[order[k]] < end ? k : -1;
+  }
+
+  /**
+   * Fills dst with blocks [start, end) as far as files decide them: base blocks where the COW has no
+   * op (and the old bytes an in-place Xor applies to), and the sources of Copy and Xor ops (or, in a
+   * merge, their merged or staged blocks), read concurrently. Zero, Replace and Xor data are left to
+   * `patch`. With `onlyIfTouched`, a range no op touches is not read at all and the result is false.
+   */
+  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false): Promise<boolean> {
+    const { ops, index } = this.cow;
+    const { order } = index;
+    const bs = this.blockSize;
+    const progress = this.progress.active ? this.progress : undefined;
+    const kFirst = index.firstEndingAfter(start);
+    let kEnd = kFirst;
+    let covered = 0;
+    for (; kEnd < order.length && ops.newBlock[order[kEnd]] < end; kEnd++) {
+      const op = order[kEnd];
+      covered += Math.min(end, ops.newBlock[op] + ops.span(op)) - Math.max(start, ops.newBlock[op]);
+    }
+    if (onlyIfTouched && kEnd === kFirst) return false;
+    // One read of the whole range serves every block the COW does not change; ops overwrite theirs.
+    const bulk = covered < end - start;
+    if (bulk) await readZeroPadded(this.base, dst, out0, (end - start) * bs, start * bs);
+    const inPlace = this.source === this.base && bulk;
+    let reads: Promise<void>[] | undefined;
+    for (let k = kFirst; k < kEnd; ) {
+      const op = order[k];
+      const type = ops.type(op);
+      const out = out0 + (Math.max(start, ops.newBlock[op]) - start) * bs;
+      const where = progress && (type === CowOpType.Copy || type === CowOpType.Xor) ? progress.locate(op) : OrderedLocation.Source;
+      if (where === OrderedLocation.Base) {
+        (reads ??= []).push(readZeroPadded(this.base, dst, out, bs, ops.newBlock[op] * bs));
+      } else if (where === OrderedLocation.Scratch) {
+        (reads ??= []).push(progress!.readScratch(op, dst, out));
+      } else if (type === CowOpType.Copy) {
+        let n = 1;
+        while (k + n < kEnd && n < MAX_BATCH_BLOCKS && this.copyContinues(order[k + n - 1], order[k + n], progress)) n++;
+        (reads ??= []).push(readZeroPadded(this.source, dst, out, n * bs, ops.source[op] * bs));
+        k += n;
+        continue;
+      } else if (type === CowOpType.Xor && !(inPlace && ops.source[op] === ops.newBlock[op] * bs)) {
+        (reads ??= []).push(readZeroPadded(this.source, dst, out, bs, ops.source[op]));
+      }
+      k++;
+    }
+    if (reads) await settleAll(reads);
+    return true;
+  }
+
+  /**
+   * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
+   * to dst, which already holds the range's base layer.
+   */
+  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+    const { cow } = this;
+    const { ops, index } = cow;
+    const { order } = index;
+    const bs = this.blockSize;
+    const progress = this.progress.active ? this.progress : undefined;
+    for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
+      const op = order[k];
+      const type = ops.type(op);
+      if (type === CowOpType.Copy) continue;
+      const opStart = ops.newBlock[op];
+      const out = out0 + (Math.max(start, opStart) - start) * bs;
+      if (type === CowOpType.Zero) {
+        dst.fill(0, out, out + bs);
+      } else if (type === CowOpType.Xor) {
+        if (progress && progress.locate(op) !== OrderedLocation.Source) continue;
+        cow.expandPayload(op, await payloads(op, k, end), scratch.block);
+        xorInto(dst, out, scratch.block, scratch.blockWords);
+      } else if (opStart >= start && opStart + ops.span(op) <= end) {
+        cow.expandPayload(op, await payloads(op, k, end), dst.subarray(out, out + cow.unitSize(op)));
+      } else {
+        // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
+        const first = Math.max(start, opStart) - opStart;
+        const take = Math.min(opStart + ops.span(op), end) - Math.max(start, opStart);
+        const unit = await scratch.unitOf(cow, op, () => payloads(op, k, end));
+        dst.set(unit.subarray(first * bs, (first + take) * bs), out);
+      }
+    }
+  }
+
+  /**
+   * Builds the new block of one ordered op from its source, as the merge does before staging a
+   * window: Copy reads block `source`, Xor reads `block_size` bytes at byte `source` and XORs its
+   * payload in.
+   */
+  async buildOrdered(op: number, dst: Uint8Array, at: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+    const { ops } = this.cow;
+    const bs = this.blockSize;
+    const type = ops.type(op);
+    if (type === CowOpType.Copy) {
+      await readZeroPadded(this.source, dst, at, bs, ops.source[op] * bs);
+      return;
+    }
+    if (type !== CowOpType.Xor) throw new RangeError(`op ${op} is not a Copy or Xor op`);
+    await readZeroPadded(this.source, dst, at, bs, ops.source[op]);
+    this.cow.expandPayload(op, await payloads(op, -1, 0), scratch.block);
+    xorInto(dst, at, scratch.block, scratch.blockWords);
+  }
+
+  /** Whether Copy op `next` continues a run of Copy ops from adjacent sources ending with `prev`. */
+  private copyContinues(prev: number, next: number, progress: MergeProgress | undefined): boolean {
+    const ops = this.cow.ops;
+    if (ops.type(next) !== CowOpType.Copy || ops.newBlock[next] !== ops.newBlock[prev] + 1 || ops.source[next] !== ops.source[prev] + 1) return false;
+    return !progress || progress.locate(next) === OrderedLocation.Source;
+  }
+}
+
+/** Reads file bytes; bytes past its end read as zeros (an image that grew). */
+export async function readZeroPadded(file: RandomAccessFile, dst: Uint8Array, out: number, length: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const got = await file.read(dst, out + done, length - done, position + done);
+    if (got === 0) break;
+    done += got;
+  }
+  if (done < length) dst.fill(0, out + done, out + length);
+}
+
+/** Waits for every read (none may still be filling a buffer when this returns), then throws the first failure. */
+export async function settleAll(reads: Promise<unknown>[]): Promise<void> {
+  if (reads.length === 1) {
+    await reads[0];
+    return;
+  }
+  const results = await Promise.allSettled(reads);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+/** XORs one block into dst, a 32-bit word at a time when dst is aligned. */
+export function xorInto(dst: Uint8Array, at: number, data: Buffer, words: Int32Array): void {
+  if (((dst.byteOffset + at) & 3) === 0 && (data.length & 3) === 0) {
+    const target = new Int32Array(dst.buffer, dst.byteOffset + at, data.length >> 2);
+    for (let i = 0; i < words.length; i++) target[i] ^= words[i];
+    return;
+  }
+  for (let i = 0; i < data.length; i++) dst[at + i] ^= data[i];
+}

@@ -1,0 +1,157 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { openFile, RandomAccessFile } from '../cow/file';
+import { CowReader } from '../cow/reader';
+import { SnapshotReader } from '../cow/snapshot-reader';
+import type { ChannelOpener, DmUserChannel } from '../dmuser/channel';
+import { SECTOR_SIZE } from '../dmuser/constants';
+import { socketChannelOpener } from '../dmuser/socket-channel';
+import { VabError, errnoCode, isVabError } from '../util/errors';
+import type { Logger } from '../util/log';
+import { targetNameProblem } from '../util/names';
+import { ServedTarget, serveTarget } from './block-device';
+import { SnapshotDevice } from './snapshot-device';
+
+export interface RegistryOptions {
+  runDir: string;
+  /** Channels each handler opens (Android's worker threads). */
+  channels: number;
+  logger: Logger;
+  /** How channels are opened; the socket transport on `<run>/dm-user/<misc>` unless told. */
+  opener?: ChannelOpener;
+}
+
+interface Handler {
+  misc: string;
+  cowPath: string;
+  device: SnapshotDevice;
+  served?: ServedTarget;
+}
+
+/**
+ * The daemon's handlers by misc name, like Android's SnapshotHandlerManager: `init` parses a COW and
+ * opens its files (AddHandler), `start` opens the channels and serves them (StartHandler), `delete`
+ * stops serving and closes everything. A failure in one handler never touches the others.
+ */
+export class HandlerRegistry {
+  private readonly handlers = new Map<string, Handler>();
+  /** Names whose init or start is under way, so two racing commands cannot both take one. */
+  private readonly busy = new Set<string>();
+  private readonly opener: ChannelOpener;
+
+  constructor(private readonly opts: RegistryOptions) {
+    if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
+      throw new VabError('EINVAL_INPUT', `channels must be an integer from 1 to 64, got ${opts.channels}`);
+    }
+    this.opener = opts.opener ?? socketChannelOpener(opts.runDir);
+  }
+
+  /** Parses the COW over its files; returns the device's size in 512-byte sectors (the base's). */
+  async init(misc: string, cowPath: string, backingPath: string, basePath: string): Promise<number> {
+    const problem = targetNameProblem(misc);
+    if (problem) throw new VabError('EINVAL_INPUT', `misc name: ${problem}`);
+    if (this.handlers.has(misc) || this.busy.has(misc)) throw new VabError('EEXIST', `a handler for ${misc} already exists`);
+    this.busy.add(misc);
+    try {
+      const baseBytes = await checkFile('base', basePath);
+      await checkFile('COW', cowPath);
+      await checkFile('backing', backingPath);
+      if (baseBytes < SECTOR_SIZE) throw new VabError('EINVAL_INPUT', `base ${basePath} is ${baseBytes} bytes: too small for a device`);
+      const sectors = Math.floor(baseBytes / SECTOR_SIZE);
+      const snapshot = await openSnapshot(cowPath, backingPath, basePath, baseBytes);
+      const device = new SnapshotDevice(snapshot, sectors);
+      this.handlers.set(misc, { misc, cowPath, device });
+      this.opts.logger.info(`snapuserd: ${misc}: handler ready, ${snapshot.cow.index.order.length} ops, ${sectors} sectors`, { misc, cow: cowPath, base: basePath, backing: backingPath, sectors });
+      return sectors;
+    } catch (err) {
+      this.opts.logger.error(`snapuserd: ${misc}: init failed: ${(err as Error).message}`, { misc, cow: cowPath, code: isVabError(err) ? err.code : undefined });
+      throw err;
+    } finally {
+      this.busy.delete(misc);
+    }
+  }
+
+  /** Opens the handler's channels on its dm-user endpoint and serves them. */
+  async start(misc: string): Promise<void> {
+    const handler = this.handlers.get(misc);
+    if (!handler) throw new VabError('ENOTFOUND', `no handler for ${misc} (init it first)`);
+    if (handler.served || this.busy.has(misc)) throw new VabError('ESTATE', `handler ${misc} is already started`);
+    this.busy.add(misc);
+    const channels: DmUserChannel[] = [];
+    try {
+      for (let i = 0; i < this.opts.channels; i++) channels.push(await this.opener(misc));
+    } catch (err) {
+      await Promise.all(channels.map((c) => c.close()));
+      this.opts.logger.error(`snapuserd: ${misc}: start failed: ${(err as Error).message}`, { misc });
+      throw err;
+    } finally {
+      this.busy.delete(misc);
+    }
+    const served = serveTarget(channels, handler.device, { name: misc, logger: this.opts.logger, component: 'snapuserd' });
+    handler.served = served;
+    this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels`, { misc, channels: channels.length });
+    void served.done.then(() => this.opts.logger.info(`snapuserd: ${misc}: channels ended`, { misc }));
+  }
+
+  /** Stops serving (what the channels hold fails in the kernel) and closes the handler's files. */
+  async delete(misc: string): Promise<void> {
+    const handler = this.handlers.get(misc);
+    if (!handler) throw new VabError('ENOTFOUND', `no handler for ${misc}`);
+    this.handlers.delete(misc);
+    await handler.served?.stop();
+    await handler.device.snapshot.close();
+    this.opts.logger.info(`snapuserd: ${misc}: deleted`, { misc });
+  }
+
+  has(misc: string): boolean {
+    return this.handlers.has(misc);
+  }
+
+  isStarted(misc: string): boolean {
+    return this.handlers.get(misc)?.served !== undefined;
+  }
+
+  names(): string[] {
+    return [...this.handlers.keys()];
+  }
+
+  /** The handler's device, for callers that serve or inspect it directly. */
+  device(misc: string): SnapshotDevice | undefined {
+    return this.handlers.get(misc)?.device;
+  }
+
+  async stopAll(): Promise<void> {
+    const results = await Promise.allSettled(this.names().map((misc) => this.delete(misc)));
+    for (const r of results) if (r.status === 'rejected') this.opts.logger.error(`snapuserd: stop: ${(r.reason as Error).message}`);
+  }
+}
+
+async function checkFile(role: string, file: string): Promise<number> {
+  if (!path.isAbsolute(file)) throw new VabError('EINVAL_INPUT', `${role} path ${file} is not absolute`);
+  try {
+    const stat = await fs.stat(file);
+    if (!stat.isFile() && !stat.isBlockDevice()) throw new VabError('EINVAL_INPUT', `${role} path ${file} is not a file or block device`);
+    return stat.size;
+  } catch (err) {
+    if (isVabError(err)) throw err;
+    const code = errnoCode(err);
+    throw new VabError(code === 'ENOENT' ? 'ENOTFOUND' : 'EIO', `${role} ${file}: ${(err as Error).message}`, { file, cause: err });
+  }
+}
+
+/** Parses the COW once and opens base and backing over it; closes what it opened on failure. */
+async function openSnapshot(cowPath: string, backingPath: string, basePath: string, baseBytes: number): Promise<SnapshotReader> {
+  const cow = await CowReader.open(cowPath);
+  let base: RandomAccessFile | undefined;
+  let source: RandomAccessFile | undefined;
+  try {
+    base = await openFile(basePath, 'r');
+    source = backingPath === basePath ? base : await openFile(backingPath, 'r');
+    return await SnapshotReader.over(cow, base, Math.ceil(baseBytes / cow.blockSize), true, source);
+  } catch (err) {
+    if (source !== base) await source?.close();
+    await base?.close();
+    await cow.close();
+    throw err;
+  }
+}
