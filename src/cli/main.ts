@@ -4,6 +4,7 @@ import { registerRuntimeCommands } from './commands/runtime';
 import { registerCowCommands } from './commands/cow';
 import { registerPayloadCommands } from './commands/payload';
 import { registerDemoCommands } from './commands/demo';
+import { registerStatusCommand } from './commands/status';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerCowCommands(program);
   registerPayloadCommands(program);
   registerDemoCommands(program);
+  registerStatusCommand(program);
   return program;
 }
 
