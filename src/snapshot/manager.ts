@@ -120,7 +120,7 @@ export class SnapshotManager {
       for (const name of await this.store.listSnapshots()) await checkCow(this.layout.cow(name));
       // Written at boot when the old images come up; it must not predate this update.
       await fs.rm(this.layout.rollbackIndicator, { force: true });
-      await writeFileAtomic(this.layout.bootIndicator, Buffer.from(this.options.slotSuffix ?? '_a'));
+      await this.store.writeFile(this.layout.bootIndicator, Buffer.from(this.options.slotSuffix ?? '_a'));
       await this.store.writeUpdateStatus({ ...update, state: UpdateState.Unverified });
     });
   }

@@ -136,7 +136,7 @@ export async function checkMergeState(ctx: MergeContext): Promise<MergeResult> {
   if (merging) return result(UpdateState.Merging);
   if (failure !== MergeFailureCode.Ok) return result(UpdateState.MergeFailed, failure);
   if (wrongPhase) {
-    const code = await mergeSecondPhase(ctx, snapshots, update);
+    const code = await mergeSecondPhase(ctx, update);
     return code === MergeFailureCode.Ok ? result(UpdateState.Merging) : result(UpdateState.MergeFailed, code);
   }
   if (needsReboot) {
@@ -146,7 +146,10 @@ export async function checkMergeState(ctx: MergeContext): Promise<MergeResult> {
   return result(UpdateState.MergeCompleted);
 }
 
-async function mergeSecondPhase(ctx: MergeContext, snapshots: string[], update: SnapshotUpdateStatus): Promise<MergeFailureCode> {
+/** Listed again: first-phase snapshots that just completed are gone. */
+async function mergeSecondPhase(ctx: MergeContext, update: SnapshotUpdateStatus): Promise<MergeFailureCode> {
+  const snapshots = await ctx.store.listSnapshots().catch(() => undefined);
+  if (!snapshots) return MergeFailureCode.ListSnapshots;
   await ctx.store.writeUpdateStatus({ ...update, state: UpdateState.Merging, merge_phase: MergePhase.SECOND_PHASE, merge_failure_code: MergeFailureCode.Ok });
   let code = MergeFailureCode.Ok;
   for (const name of snapshots) {

@@ -78,6 +78,12 @@ export class SnapshotStore {
     return status;
   }
 
+  /** Any other metadata file (snapshot-boot), through the same atomic writer. */
+  async writeFile(file: string, data: Uint8Array): Promise<void> {
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await this.write(file, data);
+  }
+
   async writeSnapshotStatus(status: SnapshotStatus): Promise<void> {
     const file = this.layout.snapshotStatus(checkPartitionName(status.name));
     await fs.mkdir(this.layout.snapshotsDir, { recursive: true });
