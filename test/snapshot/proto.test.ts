@@ -86,6 +86,8 @@ describe('SnapshotStatus wire format', () => {
     const decoded = await decodeSnapshotStatus(bytes, 'f');
     expect(decoded.name).toBe('vendor');
     expect(decoded.device_size).toBe(2 ** 40);
+    const large = await encodeSnapshotStatus({ ...emptySnapshotStatus('vendor'), device_size: 2 ** 40 });
+    expect(large.toString('hex')).toBe(Buffer.from([...str(1, 'vendor'), ...u(3, 2n ** 40n)]).toString('hex'));
   });
 
   it('refuses an unknown SnapshotState, a truncated message and a size beyond 2^53, naming the file', async () => {
