@@ -5,6 +5,7 @@ import { registerCowCommands } from './commands/cow';
 import { registerPayloadCommands } from './commands/payload';
 import { registerDemoCommands } from './commands/demo';
 import { registerSnapuserdCommands } from './commands/snapuserd';
+import { registerStatusCommand } from './commands/status';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerPayloadCommands(program);
   registerDemoCommands(program);
   registerSnapuserdCommands(program);
+  registerStatusCommand(program);
   return program;
 }
 
