@@ -54,4 +54,9 @@ describe('benchmark command lines', () => {
     const result = await bench('runtime', ['--size-mib', '4', '--random-reads', '50', '--json']);
     expectOneObject(result, 'runtime', ['daemon_vs_nohop_seq', 'daemon_vs_nohop_rand4k']);
   });
+
+  it('bench/snapuserd --json', async () => {
+    const result = await bench('snapuserd', ['--size-mib', '4', '--random-reads', '50', '--init-ops', '1000', '--json']);
+    expectOneObject(result, 'snapuserd', ['snapuserd_vs_nohop_seq', 'snapuserd_vs_nohop_rand4k']);
+  });
 });
