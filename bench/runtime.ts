@@ -5,7 +5,7 @@
  *   npm run bench:runtime -- [--size-mib 256] [--random-reads 4000] [--max-io-bytes N (kernel split)] [--json]
  * Ratios: daemon_vs_nohop_seq, daemon_vs_nohop_rand4k (throughput through the daemon / no-hop; higher is better).
  */
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import { forceUnmountUnder } from '../src/fuse';
 import { dmctl, spawnKernel, spawnPassthrough } from '../src/ota/vab-processes';
 import { integer } from '../src/cli/options';
 import { ChildHandle, start } from '../src/util/exec';
+import { ReadFigures, measureReads } from './support/read-figures';
 import { BenchReport, parseBenchArgs } from './support/report';
 
 const MiB = 1024 * 1024;
@@ -21,29 +22,6 @@ interface Args {
   sizeMib: number;
   randomReads: number;
   maxIoBytes: number;
-}
-
-interface Figures {
-  seqMiBps: number;
-  randIops: number;
-}
-
-async function measure(file: string, size: number, randomReads: number): Promise<Figures> {
-  const handle = await fsp.open(file, 'r');
-  try {
-    const big = Buffer.allocUnsafe(MiB);
-    let started = performance.now();
-    for (let offset = 0; offset < size; offset += MiB) await handle.read(big, 0, MiB, offset);
-    const seqMiBps = size / MiB / ((performance.now() - started) / 1000);
-    const small = Buffer.allocUnsafe(4096);
-    const blocks = size / 4096;
-    started = performance.now();
-    for (let i = 0; i < randomReads; i++) await handle.read(small, 0, 4096, randomInt(blocks) * 4096);
-    const randIops = randomReads / ((performance.now() - started) / 1000);
-    return { seqMiBps, randIops };
-  } finally {
-    await handle.close();
-  }
 }
 
 /** Time until a 4 KiB read of `file` fails, and how it failed. */
@@ -69,7 +47,7 @@ async function writeImage(file: string, size: number): Promise<void> {
   }
 }
 
-function row(label: string, f: Figures, base?: Figures): string {
+function row(label: string, f: ReadFigures, base?: ReadFigures): string {
   const ratio = (a: number, b?: number) => (b ? `${(a / b).toFixed(2)}x` : '-');
   return `${label.padEnd(34)} ${f.seqMiBps.toFixed(0).padStart(8)} MiB/s ${ratio(f.seqMiBps, base?.seqMiBps).padStart(7)}   ${f.randIops
     .toFixed(0)
@@ -96,13 +74,13 @@ async function main(): Promise<void> {
     const runDir = path.join(work, 'run');
     await fsp.mkdir(plainMount);
 
-    const direct = await measure(image, size, randomReads);
+    const direct = await measureReads(image, size, randomReads);
 
     const serverScript = path.join(__dirname, 'support/image-server.js');
     const noHop = start(process.execPath, [serverScript, plainMount, 'bench', image], { label: 'image-server' });
     children.push(noHop);
     await noHop.waitForLine(/^ready /);
-    const fuseOnly = await measure(path.join(plainMount, 'bench'), size, randomReads);
+    const fuseOnly = await measureReads(path.join(plainMount, 'bench'), size, randomReads);
     await noHop.stop();
 
     const kernel = await spawnKernel({ mount, run: runDir, logFile: path.join(work, 'kernel.log') });
@@ -112,7 +90,7 @@ async function main(): Promise<void> {
     await dmctl(runDir, ['create', 'bench', '--size', String(size)]);
     const daemon = await spawnPassthrough(runDir, 'bench', image, 4);
     children.push(daemon);
-    const throughDaemon = await measure(path.join(mount, 'bench'), size, randomReads);
+    const throughDaemon = await measureReads(path.join(mount, 'bench'), size, randomReads);
 
     const timeoutMs = 1000;
     await dmctl(runDir, ['set', 'daemon_timeout_ms', String(timeoutMs)]);

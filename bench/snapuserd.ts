@@ -17,6 +17,7 @@ import { dmctl, spawnKernel, spawnPassthrough, spawnVab } from '../src/ota/vab-p
 import { HandlerRegistry } from '../src/snapuserd/registry';
 import { ChildHandle, start } from '../src/util/exec';
 import { nullLogger } from '../src/util/log';
+import { ReadFigures, measureReads } from './support/read-figures';
 import { BenchReport, parseBenchArgs } from './support/report';
 
 const MiB = 1024 * 1024;
@@ -26,27 +27,6 @@ interface Args {
   sizeMib: number;
   randomReads: number;
   initOps: number;
-}
-
-interface Figures {
-  seqMiBps: number;
-  randIops: number;
-}
-
-async function measure(file: string, size: number, randomReads: number): Promise<Figures> {
-  const handle = await fsp.open(file, 'r');
-  try {
-    const big = Buffer.allocUnsafe(MiB);
-    let started = performance.now();
-    for (let offset = 0; offset < size; offset += MiB) await handle.read(big, 0, MiB, offset);
-    const seqMiBps = size / MiB / ((performance.now() - started) / 1000);
-    const small = Buffer.allocUnsafe(BS);
-    started = performance.now();
-    for (let i = 0; i < randomReads; i++) await handle.read(small, 0, BS, randomInt(size / BS) * BS);
-    return { seqMiBps, randIops: randomReads / ((performance.now() - started) / 1000) };
-  } finally {
-    await handle.close();
-  }
 }
 
 /**
@@ -134,7 +114,7 @@ async function main(): Promise<void> {
     const noHopServer = start(process.execPath, [serverScript, plainMount, 'bench', newImage], { label: 'image-server' });
     children.push(noHopServer);
     await noHopServer.waitForLine('ready');
-    const noHop = await measure(path.join(plainMount, 'bench'), size, randomReads);
+    const noHop = await measureReads(path.join(plainMount, 'bench'), size, randomReads);
     await noHopServer.stop();
 
     const mount = path.join(work, 'mnt');
@@ -142,13 +122,13 @@ async function main(): Promise<void> {
     children.push(await spawnKernel({ mount, run: runDir, logFile: path.join(work, 'kernel.log') }));
     await dmctl(runDir, ['create', 'plain', '--size', String(size)]);
     children.push(await spawnPassthrough(runDir, 'plain', newImage, 4));
-    const passthrough = await measure(path.join(mount, 'plain'), size, randomReads);
+    const passthrough = await measureReads(path.join(mount, 'plain'), size, randomReads);
 
     await dmctl(runDir, ['create', 'system', '--size', String(size)]);
     const daemon = spawnVab(['snapuserd', '--run', runDir, '--channels', '4', '--log', path.join(work, 'snapuserd.log'), '--no-socket', `system,${cow},${oldImage},${oldImage}`], 'vab snapuserd');
     children.push(daemon);
     await daemon.waitForLine('ready');
-    const snapuserd = await measure(path.join(mount, 'system'), size, randomReads);
+    const snapuserd = await measureReads(path.join(mount, 'system'), size, randomReads);
 
     const init = await measureInit(work, initOps);
     const ratios = { snapuserd_vs_nohop_seq: snapuserd.seqMiBps / noHop.seqMiBps, snapuserd_vs_nohop_rand4k: snapuserd.randIops / noHop.randIops };
@@ -169,7 +149,7 @@ async function main(): Promise<void> {
     };
     for (const [name, value] of Object.entries(ratios)) report.ratio(name, value);
     for (const [name, value] of Object.entries(figures)) if (typeof value === 'number') report.figure(name, value);
-    const row = (label: string, f: Figures): string =>
+    const row = (label: string, f: ReadFigures): string =>
       `${label.padEnd(30)} ${f.seqMiBps.toFixed(0).padStart(6)} MiB/s ${(f.seqMiBps / noHop.seqMiBps).toFixed(2).padStart(6)}x   ${f.randIops.toFixed(0).padStart(6)} IOPS ${(f.randIops / noHop.randIops).toFixed(2).padStart(6)}x`;
     report.line(`vab snapuserd benchmark: ${size / MiB} MiB, COW zstd ${created.opCount} ops (${(cowBytes / MiB).toFixed(1)} MiB), 1 MiB sequential, ${randomReads} random 4 KiB reads, queue depth 1`);
     report.line(row('FUSE from NEW, no daemon hop', noHop));

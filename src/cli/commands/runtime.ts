@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { DEFAULT_PARAMS } from '../../kernel/params';
 import { VabError } from '../../util/errors';
 import { integer } from '../options';
+import { nextSignal } from '../signals';
 
 /**
  * The runtime: `vab kernel` (emulated dm-user), `vab dmctl` (its dmsetup), `vab passthrough` (a
@@ -13,18 +14,6 @@ export function registerRuntimeCommands(program: Command): void {
   registerPassthrough(program);
 }
 
-/** Resolves on the first SIGTERM or SIGINT, with its name. */
-function nextSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(signal);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
-}
 
 function registerKernel(program: Command): void {
   program

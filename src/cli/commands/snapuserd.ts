@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { VabError } from '../../util/errors';
 import { integer } from '../options';
+import { nextSignal } from '../signals';
 
 /** Repeated here so that `vab --help` need not load the daemon (src/snapuserd/daemon.ts has the same). */
 const DEFAULT_SNAPUSERD_CHANNELS = 4;
@@ -32,17 +33,4 @@ export function registerSnapuserdCommands(program: Command): void {
       await daemon.stop();
       process.stdout.write(`vab snapuserd: stopped (${how})\n`);
     });
-}
-
-/** Resolves on the first SIGTERM or SIGINT, with its name. */
-function nextSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(signal);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
 }
