@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { VabError, errnoCode } from '../util/errors';
+import { listenPrivate } from '../util/private-socket';
 
 /**
  * The kernel's side of the socket transport: a unix socket per target at `<run>/dm-user/<name>`,
@@ -48,13 +49,7 @@ export async function listenMiscEndpoint(file: string, open: (connection: MiscCo
   await removeStaleSocket(file);
   // Paused: `accept` takes the connection over before any byte is read.
   const server = net.createServer({ allowHalfOpen: false, pauseOnConnect: true }, (socket) => accept(socket, open));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(file, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenPrivate(server, file);
   let closing: Promise<void> | undefined;
   return {
     path: file,

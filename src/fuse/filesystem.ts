@@ -25,7 +25,11 @@ export class BlockFileSystem {
   private nextHandle = 1;
   private readonly startSeconds = Math.floor(Date.now() / 1000);
 
-  constructor(private readonly provider: BlockFileProvider) {}
+  /** @param readerGid a group that may read the block files (0640); without it they are 0600 root:root. */
+  constructor(
+    private readonly provider: BlockFileProvider,
+    private readonly readerGid?: number,
+  ) {}
 
   get openHandleCount(): number {
     return this.openFiles.size + this.openDirs.size;
@@ -54,6 +58,9 @@ export class BlockFileSystem {
     }
     if ((change.valid & SetattrValid.UID && change.uid !== attr.uid) || (change.valid & SetattrValid.GID && change.gid !== attr.gid)) {
       throw new FuseErrnoError(Errno.EPERM, 'block files cannot change owner');
+    }
+    if (change.valid & SetattrValid.MODE && (change.mode & 0o7777) !== (attr.mode & 0o7777)) {
+      throw new FuseErrnoError(Errno.EPERM, 'block files cannot change mode');
     }
     return attr;
   }
@@ -173,10 +180,13 @@ export class BlockFileSystem {
   }
 
   private fileAttr(file: BlockFile): Attr {
-    return this.attrOf(nodeidOfFile(file), file.size, S_IFREG | (file.writable ? 0o644 : 0o444), 1);
+    // Like a block device: only root writes; a reader group, when there is one, may read.
+    const owner = file.writable ? 0o600 : 0o400;
+    const group = this.readerGid === undefined ? 0 : 0o040;
+    return this.attrOf(nodeidOfFile(file), file.size, S_IFREG | owner | group, 1, this.readerGid ?? 0);
   }
 
-  private attrOf(ino: number, size: number, mode: number, nlink: number): Attr {
+  private attrOf(ino: number, size: number, mode: number, nlink: number, gid = 0): Attr {
     const t = this.startSeconds;
     return {
       ino,
@@ -191,7 +201,7 @@ export class BlockFileSystem {
       mode,
       nlink,
       uid: 0,
-      gid: 0,
+      gid,
       rdev: 0,
       blksize: BLOCK_SIZE,
       flags: 0,

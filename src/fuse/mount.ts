@@ -19,7 +19,10 @@ export interface MountRequest {
  * has even queued INIT for reading, so this never waits on the server.
  */
 export async function mountDevFuse(request: MountRequest): Promise<void> {
-  const options = `fd=3,rootmode=40000,user_id=0,group_id=0,allow_other,max_read=${request.maxRead}`;
+  // default_permissions: the kernel checks each access against the modes GETATTR reports (0600, or
+  // 0640 for a reader group), as for a block device. allow_other lets a process of that group
+  // through to the check at all; without it only the mounting uid (root) could reach the files.
+  const options = `fd=3,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read=${request.maxRead}`;
   const result = await run('mount', ['-i', '-t', 'fuse.vab', '-o', options, request.source, request.mountpoint], {
     extraFds: [request.fd],
     timeoutMs: 30_000,

@@ -43,7 +43,7 @@ export async function mountBlockFiles(options: FuseMountOptions): Promise<FuseSe
     await closeFd(fd);
     throw err;
   }
-  const dispatcher = new Dispatcher(new BlockFileSystem(options.provider), { directIo: options.directIo !== false, maxIo, logger });
+  const dispatcher = new Dispatcher(new BlockFileSystem(options.provider, options.readerGid), { directIo: options.directIo !== false, maxIo, logger });
   const session = new Session(fd, mountpoint, connection, dispatcher, logger);
   // Only now: reading /dev/fuse before mount(2) has attached it fails with EPERM.
   session.start(Math.max(FUSE_MIN_READ_BUFFER, maxIo + PAGE_SIZE));

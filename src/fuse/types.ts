@@ -53,6 +53,8 @@ export interface FuseMountOptions {
   directIo?: boolean;
   /** Largest READ/WRITE the kernel may send, in bytes (default and maximum 1 MiB). */
   maxIo?: number;
+  /** A group whose members may read (never write) the block files: mode 0640 with that gid, else 0600 root:root. */
+  readerGid?: number;
   /** Filesystem name shown in /proc/mounts (default "vab"). */
   source?: string;
   logger?: Logger;

@@ -6,6 +6,7 @@ import type { Logger } from '../util/log';
 import type { Kernel } from './kernel';
 import type { KernelParams } from './params';
 import type { TargetInfo } from './target';
+import { listenPrivate } from '../util/private-socket';
 
 /**
  * The kernel's control socket `<run>/kernel.sock`: what `dmsetup` and the module parameters are to
@@ -73,13 +74,7 @@ export async function startControlServer(kernel: Kernel, mountDir: string, logge
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(file, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenPrivate(server, file);
   logger.info('kernel control socket listening', { socket: file });
   return {
     async close() {

@@ -10,6 +10,7 @@ import { startControlServer } from './control';
 import { kernelIsRunning } from './control-client';
 import { Kernel } from './kernel';
 import { KernelParams, resolveParams } from './params';
+import { ensurePrivateRunDir, makePrivateDir } from '../util/private-socket';
 
 export interface KernelServiceOptions {
   /** Where the block files appear (created if missing). */
@@ -19,6 +20,8 @@ export interface KernelServiceOptions {
   params?: Partial<KernelParams>;
   /** Keep the page cache (no FOPEN_DIRECT_IO). Default: every IO reaches the target. */
   pageCache?: boolean;
+  /** A group whose members may read (never write) the block files: mode 0640 instead of 0600. */
+  readerGid?: number;
   logger: Logger;
 }
 
@@ -39,19 +42,19 @@ export async function startKernelService(options: KernelServiceOptions): Promise
   const { logger } = options;
   // A bad parameter is refused before anything is created or mounted.
   const params = resolveParams(options.params);
-  await fs.mkdir(runDir, { recursive: true });
-  await fs.mkdir(path.join(runDir, 'dm-user'), { recursive: true });
+  await ensurePrivateRunDir(runDir);
+  await ensurePrivateRunDir(path.join(runDir, 'dm-user'), 'dm-user directory');
   if (await kernelIsRunning(runDir)) {
     throw new VabError('ESTATE', `a vab kernel is already running with run directory ${runDir}`);
   }
   await clearStaleMount(mountDir, logger);
-  await fs.mkdir(mountDir, { recursive: true });
+  await makePrivateDir(mountDir);
   await removeStaleEndpoints(runDir);
 
   const kernel = new Kernel({ runDir, params, logger });
   let session: FuseSession;
   try {
-    session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, source: `${MOUNT_SOURCE}${process.pid}`, logger });
+    session = await mountBlockFiles({ mountpoint: mountDir, provider: kernel, directIo: !options.pageCache, readerGid: options.readerGid, source: `${MOUNT_SOURCE}${process.pid}`, logger });
   } catch (err) {
     await kernel.shutdown();
     throw err;

@@ -77,7 +77,7 @@ describe('INIT negotiation', () => {
 describe('requests on block files', () => {
   it('looks up files by name with node id = file id + 2', async () => {
     const entry = decodeEntryOut(bodyOf(await dispatcher.handle(request(Op.LOOKUP, 1, nameBody('system')))));
-    expect(entry).toMatchObject({ nodeid: SYSTEM, attr: { ino: SYSTEM, size: 10_000, mode: 0o100644 } });
+    expect(entry).toMatchObject({ nodeid: SYSTEM, attr: { ino: SYSTEM, size: 10_000, mode: 0o100600 } });
     expect(errorOf(await dispatcher.handle(request(Op.LOOKUP, 1, nameBody('nope'))))).toBe(2);
     expect(errorOf(await dispatcher.handle(request(Op.LOOKUP, SYSTEM, nameBody('x'))))).toBe(20);
   });

@@ -40,7 +40,7 @@ describe('FUSE block files on a real mount', () => {
     const ls = await sh(`ls -1 ${mnt}`);
     expect(ls.stdout.trim().split('\n').sort()).toEqual(['data', 'failing', 'nodata', 'ro', 'slow']);
     const stat = await sh(`stat -c '%n %s %a %F' ${mnt}/data ${mnt}/ro`);
-    expect(stat.stdout.trim().split('\n')).toEqual([`${mnt}/data ${8 * MiB} 644 regular file`, `${mnt}/ro ${MiB} 444 regular file`]);
+    expect(stat.stdout.trim().split('\n')).toEqual([`${mnt}/data ${8 * MiB} 600 regular file`, `${mnt}/ro ${MiB} 400 regular file`]);
   });
 
   it('reads byte-identical content, buffered and with O_DIRECT 1 MiB reads', async () => {

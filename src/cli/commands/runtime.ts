@@ -27,10 +27,13 @@ function registerKernel(program: Command): void {
     .option('--channel-window <n>', 'unanswered messages one channel may hold', integer(1), DEFAULT_PARAMS.channel_window)
     .option('--max-io-bytes <n>', 'split reads and writes larger than this into several messages (a multiple of 512, from 4096)', integer(1), DEFAULT_PARAMS.max_io_bytes)
     .option('--page-cache', 'let the page cache sit in front of the block files (default: direct IO)')
+    .option('--group <name>', 'let this group read the block files (mode 0640); default: root only (0600)')
     .option('--log <file>', 'JSON log file (default: stderr)')
-    .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; maxIoBytes: number; pageCache?: boolean; log?: string }) => {
+    .action(async (opts: { mount: string; run: string; daemonTimeoutMs: number; restartGraceMs: number; ioTimeoutMs: number; channelWindow: number; maxIoBytes: number; pageCache?: boolean; group?: string; log?: string }) => {
       const { createLogger } = require('../../util/log') as typeof import('../../util/log');
       const { startKernelService } = require('../../kernel/service') as typeof import('../../kernel/service');
+      const { resolveGroupId } = require('../../util/groups') as typeof import('../../util/groups');
+      const readerGid = opts.group === undefined ? undefined : await resolveGroupId(opts.group);
       const logger = createLogger('kernel', { file: opts.log });
       // Handlers first: a supervisor may signal as soon as it sees the ready line.
       const signal = nextSignal();
@@ -38,6 +41,7 @@ function registerKernel(program: Command): void {
         mountDir: opts.mount,
         runDir: opts.run,
         pageCache: opts.pageCache === true,
+        readerGid,
         logger,
         params: {
           daemon_timeout_ms: opts.daemonTimeoutMs,
