@@ -4,6 +4,7 @@ import * as zstd from 'zstd-napi/binding';
 import { badArgument } from './errors';
 import { compressionFromName, compressionName, CowCompression } from './format';
 import { decodeLz4Block } from './lz4-block';
+import { VabError } from '../util/errors';
 
 /**
  * One compressor/decompressor per COW. Android compresses each op's unit (block_size << bits bytes)
@@ -26,9 +27,10 @@ export interface CowCodec {
   decompressInto(src: Uint8Array, dst: Uint8Array): void;
 }
 
-export class CodecError extends Error {
+/** Compressed data that does not decode to what it must: corrupt input, so ECORRUPT. */
+export class CodecError extends VabError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super('ECORRUPT', message, options);
     this.name = 'CodecError';
   }
 }

@@ -10,12 +10,16 @@
  * (distance back into the output, never 0) and the match length extension. The last sequence has
  * literals only.
  */
+import { VabError } from '../util/errors';
 
 const MIN_MATCH = 4;
 
-export class Lz4FormatError extends Error {
-  constructor(message: string, readonly inputOffset: number) {
-    super(`LZ4 block: ${message} at input byte ${inputOffset}`);
+export class Lz4FormatError extends VabError {
+  constructor(
+    message: string,
+    readonly inputOffset: number,
+  ) {
+    super('ECORRUPT', `LZ4 block: ${message} at input byte ${inputOffset}`);
     this.name = 'Lz4FormatError';
   }
 }

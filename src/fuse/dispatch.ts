@@ -6,6 +6,8 @@ import { BlockFileSystem } from './filesystem';
 import { negotiateInit } from './init';
 import { Errno, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FOPEN_DIRECT_IO, FuseOpcode, IN_HEADER_SIZE } from './protocol';
 import { FileRequestContext, FuseErrnoError } from './types';
+import { isVabError } from '../util/errors';
+import { ERRNO_FOR_CODE } from './errno';
 
 /** What to send back for one request: a body (possibly in several pieces), an errno, or nothing. */
 export type Reply =
@@ -42,7 +44,10 @@ export interface DispatcherOptions {
   logger: Logger;
 }
 
-/** Errno for a failed request: the error's own errno when it carries a valid one, else EIO. */
+/**
+ * Errno for a failed request: an exact errno when the error carries a valid one (FuseErrnoError,
+ * Node's system errors), else the map from the VabError's code, else EIO.
+ */
 export function errnoOf(err: unknown): number {
   if (err instanceof FuseDecodeError) return Errno.EINVAL;
   const errno = typeof err === 'object' && err !== null ? (err as { errno?: unknown }).errno : undefined;
@@ -51,6 +56,7 @@ export function errnoOf(err: unknown): number {
     const positive = Math.abs(errno);
     if (positive >= 1 && positive <= 511) return positive;
   }
+  if (isVabError(err)) return ERRNO_FOR_CODE[err.code];
   return Errno.EIO;
 }
 

@@ -1,4 +1,6 @@
 import type { Logger } from '../util/log';
+import { VabError } from '../util/errors';
+import { codeForErrno } from './errno';
 
 /**
  * The contract between the FUSE server and whoever supplies block files (the emulated kernel, or a
@@ -70,10 +72,16 @@ export interface FuseSession {
   readonly closed: Promise<void>;
 }
 
-/** An Error that carries the errno to answer with. */
-export class FuseErrnoError extends Error {
-  constructor(readonly errno: number, message?: string) {
-    super(message ?? `errno ${errno}`);
+/**
+ * A VabError that also names the exact errno to answer with, for the answers our codes are too
+ * coarse for (ENOTDIR, EISDIR, EROFS, ...). Its code is what the errno means to the rest of vab.
+ */
+export class FuseErrnoError extends VabError {
+  constructor(
+    readonly errno: number,
+    message?: string,
+  ) {
+    super(codeForErrno(errno), message ?? `errno ${errno}`);
     this.name = 'FuseErrnoError';
   }
 }

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { VabError, VabErrorCode, errnoCode } from '../util/errors';
+import { VabError, errnoCode, isVabErrorCode } from '../util/errors';
 import { ControlRequest, ControlResponse, KernelStatus, controlSocketPath } from './control';
 import type { KernelParams } from './params';
 import type { TargetInfo } from './target';
@@ -36,7 +36,8 @@ export function callKernel(runDir: string, request: ControlRequest, timeoutMs = 
         return;
       }
       if (response.ok) finish(undefined, response.result);
-      else finish(new VabError(response.code as VabErrorCode, response.message));
+      else if (isVabErrorCode(response.code)) finish(new VabError(response.code, response.message));
+      else finish(new VabError('EPROTO', `vab kernel at ${file} answered with an unknown error code ${JSON.stringify(response.code)}: ${response.message}`));
     });
     socket.on('error', (err) => {
       const code = errnoCode(err);

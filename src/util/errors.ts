@@ -2,18 +2,26 @@
  * Errors carry a stable `code` so callers (and tests) can tell failures apart without parsing
  * messages. They become an errno only at the kernel boundary (FUSE replies, dm-user responses).
  */
-export type VabErrorCode =
-  | 'EINVAL_INPUT' // malformed input file or argument
-  | 'ECORRUPT' // a structure on disk fails validation
-  | 'ETRUNCATED' // a file ends before a structure it declares
-  | 'EHASH' // a hash or signature does not match
-  | 'EUNSUPPORTED' // a valid input that vab does not handle
-  | 'EPROTO' // a peer broke a wire protocol
-  | 'ENOTFOUND' // a named object (target, partition) does not exist
-  | 'EEXIST' // a named object already exists
-  | 'ETIMEDOUT' // a bounded wait ran out
-  | 'EIO' // an IO failed
-  | 'ESTATE'; // the operation is not valid in the current state
+export const VAB_ERROR_CODES = [
+  'EINVAL_INPUT', // malformed input file or argument
+  'ECORRUPT', // a structure on disk fails validation
+  'ETRUNCATED', // a file ends before a structure it declares
+  'EHASH', // a hash or signature does not match
+  'EUNSUPPORTED', // a valid input that vab does not handle
+  'EPROTO', // a peer broke a wire protocol
+  'ENOTFOUND', // a named object (target, partition) does not exist
+  'EEXIST', // a named object already exists
+  'ETIMEDOUT', // a bounded wait ran out
+  'EIO', // an IO failed
+  'ESTATE', // the operation is not valid in the current state
+  'EPERM', // the operation is never allowed on this object (a block file's size or mode)
+] as const;
+export type VabErrorCode = (typeof VAB_ERROR_CODES)[number];
+
+/** Whether `code` (say, one received from another vab process) is one of ours. */
+export function isVabErrorCode(code: unknown): code is VabErrorCode {
+  return typeof code === 'string' && (VAB_ERROR_CODES as readonly string[]).includes(code);
+}
 
 export class VabError extends Error {
   readonly code: VabErrorCode;
