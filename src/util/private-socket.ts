@@ -16,9 +16,10 @@ export const PRIVATE_DIR_MODE = 0o700;
 
 /**
  * Listens on a unix socket at `file` with mode 0600. The umask is tightened around listen(),
- * which binds synchronously for a path, so the socket never exists with wider bits; the chmod
- * after it covers a umask the caller set oddly. A path left by a dead process is the caller's
- * to remove first.
+ * which binds synchronously for a path, so the socket never exists with wider bits (the umask is
+ * process-wide for that instant: a file a worker thread creates meanwhile comes out narrower,
+ * never wider). The chmod after it is belt and braces. A path left by a dead process is the
+ * caller's to remove first.
  */
 export async function listenPrivate(server: net.Server, file: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
