@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { VabError, errnoCode } from '../util/errors';
-import { DmUserDecoder, DmUserHeader, DmUserMessage, encodeHeader } from './codec';
-import { DmUserRequest, DmUserResponse } from './constants';
+import { DmUserHeader, encodeHeader } from './codec';
 import type { ChannelOpener, DmUserChannel } from './channel';
+import { DmUserMessageQueue } from './message-queue';
 import { miscEndpointPath } from './socket-endpoint';
 
 /**
@@ -42,24 +42,20 @@ function connect(endpoint: string): Promise<net.Socket> {
   });
 }
 
-const requestPayloadLength = (header: DmUserHeader): number => (header.type === DmUserRequest.Write ? header.len : 0);
-
-class SocketChannel implements DmUserChannel {
-  private readonly decoder = new DmUserDecoder(requestPayloadLength);
-  private readonly inbox: DmUserMessage[] = [];
-  private readonly waiters: Array<(message: DmUserMessage | undefined) => void> = [];
-  /** Requests delivered and not answered, by seq: what `respond` may answer and how. */
-  private readonly unanswered = new Map<number, DmUserHeader>();
-  private ended = false;
+class SocketChannel extends DmUserMessageQueue implements DmUserChannel {
   private isClosed = false;
   readonly closed: Promise<void>;
 
   constructor(
-    readonly name: string,
+    name: string,
     private readonly socket: net.Socket,
   ) {
+    super(name);
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      // The kernel sent something this side cannot represent: nothing sane can follow.
+      if (!this.deliver(chunk)) this.socket.destroy();
+    });
     socket.on('end', () => this.finish());
     socket.on('close', () => {
       this.isClosed = true;
@@ -69,40 +65,9 @@ class SocketChannel implements DmUserChannel {
     socket.on('error', () => undefined);
   }
 
-  get outstanding(): number {
-    return this.unanswered.size;
-  }
-
-  next(): Promise<DmUserMessage | undefined> {
-    const message = this.inbox.shift();
-    if (message) return Promise.resolve(message);
-    if (this.ended) return Promise.resolve(undefined);
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<DmUserMessage> {
-    for (;;) {
-      const message = await this.next();
-      if (!message) return;
-      yield message;
-    }
-  }
-
   respond(header: DmUserHeader, payload: Buffer = EMPTY): Promise<void> {
-    const request = this.unanswered.get(header.seq);
-    if (!request) {
-      return Promise.reject(new VabError('EPROTO', `dm-user ${this.name}: no unanswered request with seq ${header.seq} on this channel`));
-    }
-    const expected = header.type === DmUserResponse.Success && request.type === DmUserRequest.Read ? request.len : 0;
-    if (payload.length !== expected) {
-      return Promise.reject(
-        new VabError('EPROTO', `dm-user ${this.name}: answer to seq ${header.seq} needs ${expected} payload bytes, got ${payload.length}`),
-      );
-    }
-    if (this.isClosed || this.socket.writableEnded) {
-      return Promise.reject(new VabError('EIO', `dm-user ${this.name}: channel is closed`));
-    }
-    this.unanswered.delete(header.seq);
+    const refused = this.takeAnswer(header, payload.length);
+    if (refused) return Promise.reject(refused);
     const head = encodeHeader(header);
     return new Promise((resolve, reject) => {
       const done = (err?: Error | null): void =>
@@ -124,26 +89,8 @@ class SocketChannel implements DmUserChannel {
     return this.closed;
   }
 
-  private receive(chunk: Buffer): void {
-    let messages: DmUserMessage[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch {
-      // The kernel sent something this side cannot represent: nothing sane can follow.
-      this.socket.destroy();
-      return;
-    }
-    for (const message of messages) {
-      this.unanswered.set(message.header.seq, message.header);
-      const waiter = this.waiters.shift();
-      if (waiter) waiter(message);
-      else this.inbox.push(message);
-    }
-  }
-
-  private finish(): void {
-    this.ended = true;
-    for (const waiter of this.waiters.splice(0)) waiter(undefined);
+  protected transportClosed(): boolean {
+    return this.isClosed || this.socket.writableEnded;
   }
 }
 

@@ -1,7 +1,7 @@
 import { VabError } from '../../util/errors';
 import type { DmUserChannel } from '../channel';
-import { DmUserDecoder, DmUserHeader, DmUserMessage, encodeHeader } from '../codec';
-import { DmUserRequest, DmUserResponse } from '../constants';
+import { DmUserHeader, encodeHeader } from '../codec';
+import { DmUserMessageQueue } from '../message-queue';
 import type { MiscConnection, MiscConnectionEvents } from '../socket-endpoint';
 
 /** Whatever takes opens of a misc device: the kernel's Target, or a test's fake. */
@@ -31,25 +31,16 @@ export function memoryChannelOpener(devices: (name: string) => MiscDevice | unde
   };
 }
 
-const requestPayloadLength = (header: DmUserHeader): number => (header.type === DmUserRequest.Write ? header.len : 0);
-
-class MemoryChannel implements DmUserChannel {
-  private readonly decoder = new DmUserDecoder(requestPayloadLength);
-  private readonly inbox: DmUserMessage[] = [];
-  private readonly waiters: Array<(message: DmUserMessage | undefined) => void> = [];
-  private readonly unanswered = new Map<number, DmUserHeader>();
+class MemoryChannel extends DmUserMessageQueue implements DmUserChannel {
   private events: MiscConnectionEvents | undefined;
-  private ended = false;
   private isClosed = false;
   private resolveClosed!: () => void;
   readonly closed = new Promise<void>((resolve) => (this.resolveClosed = resolve));
 
-  constructor(readonly name: string) {}
-
   connect(device: MiscDevice): void {
     const connection: MiscConnection = {
       send: (chunks) => {
-        if (this.isClosed || this.ended) return;
+        if (this.isClosed || this.finished) return;
         const copies = chunks.map((c) => Buffer.from(c));
         setImmediate(() => {
           for (const chunk of copies) this.receive(chunk);
@@ -61,34 +52,9 @@ class MemoryChannel implements DmUserChannel {
     this.events = device.attach(connection);
   }
 
-  get outstanding(): number {
-    return this.unanswered.size;
-  }
-
-  next(): Promise<DmUserMessage | undefined> {
-    const message = this.inbox.shift();
-    if (message) return Promise.resolve(message);
-    if (this.ended) return Promise.resolve(undefined);
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<DmUserMessage> {
-    for (;;) {
-      const message = await this.next();
-      if (!message) return;
-      yield message;
-    }
-  }
-
   respond(header: DmUserHeader, payload?: Buffer): Promise<void> {
-    const request = this.unanswered.get(header.seq);
-    if (!request) return Promise.reject(new VabError('EPROTO', `dm-user ${this.name}: no unanswered request with seq ${header.seq} on this channel`));
-    const expected = header.type === DmUserResponse.Success && request.type === DmUserRequest.Read ? request.len : 0;
-    if ((payload?.length ?? 0) !== expected) {
-      return Promise.reject(new VabError('EPROTO', `dm-user ${this.name}: answer to seq ${header.seq} needs ${expected} payload bytes, got ${payload?.length ?? 0}`));
-    }
-    if (this.isClosed) return Promise.reject(new VabError('EIO', `dm-user ${this.name}: channel is closed`));
-    this.unanswered.delete(header.seq);
+    const refused = this.takeAnswer(header, payload?.length ?? 0);
+    if (refused) return Promise.reject(refused);
     const head = encodeHeader(header);
     // The payload is handed over before the promise settles: the caller may reuse it afterwards.
     return new Promise((resolve, reject) =>
@@ -109,26 +75,13 @@ class MemoryChannel implements DmUserChannel {
     return this.closed;
   }
 
-  private receive(chunk: Buffer): void {
-    if (this.isClosed) return;
-    let messages: DmUserMessage[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch {
-      this.shut();
-      return;
-    }
-    for (const message of messages) {
-      this.unanswered.set(message.header.seq, message.header);
-      const waiter = this.waiters.shift();
-      if (waiter) waiter(message);
-      else this.inbox.push(message);
-    }
+  protected transportClosed(): boolean {
+    return this.isClosed;
   }
 
-  private finish(): void {
-    this.ended = true;
-    for (const waiter of this.waiters.splice(0)) waiter(undefined);
+  private receive(chunk: Buffer): void {
+    if (this.isClosed) return;
+    if (!this.deliver(chunk)) this.shut();
   }
 
   private shut(): void {
