@@ -12,6 +12,7 @@ import { mergeSequence } from './merge-sequence';
 import { GeneratorVersion, PayloadCompression, chooseGeneratorVersion } from './minor-version';
 import { checkPartitionNames } from './partition-names';
 import { BlobSink, planPartition } from './plan-partition';
+import { PostinstallSpec, applyPostinstallSpecs, checkPostinstallSpecs } from './postinstall-spec';
 import { signDigest, signatureSize, signaturesMessage } from './signing';
 
 export type { PayloadCompression };
@@ -39,6 +40,8 @@ export interface GenerateOptions {
   cowCompression?: string;
   /** Largest unit the COW writer compresses at once (COW v3 compression factor). */
   compressionFactor?: number;
+  /** Post-install programs to record in the manifest (run_postinstall and friends). */
+  postinstall?: readonly PostinstallSpec[];
   /** Called as new-image bytes are processed, with the running and total counts. */
   onProgress?: (done: number, total: number) => void;
   logger?: Logger;
@@ -79,6 +82,7 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
   if (names.length === 0) throw new VabError('EINVAL_INPUT', `no <partition>.img files in ${options.targetDir}`);
   // The names go into the manifest, where every reader will check them: refuse them here first.
   checkPartitionNames(names, { code: 'EINVAL_INPUT', file: listed ? undefined : options.targetDir, what: (index) => (listed ? `partition ${index} of the list` : `image ${index}`) });
+  checkPostinstallSpecs(names, options.postinstall ?? []);
   const incremental = options.sourceDir !== undefined && (await anyImage(names, options.sourceDir));
   const version = chooseGeneratorVersion({ incremental, minorVersion: options.minorVersion, compression: options.compression, codecBeyondMinorVersion: options.codecBeyondMinorVersion });
   const blobsPath = temporaryPath(options.output, 'blobs');
@@ -104,6 +108,7 @@ export async function generatePayload(options: GenerateOptions): Promise<Generat
       partitions.push(await generatePartition(name, options, sink, version, blockSize, advance));
       logger.info('partition planned', { partition: name, operations: partitions[partitions.length - 1].operations.length });
     }
+    applyPostinstallSpecs(partitions, options.postinstall ?? []);
     const manifest: DeltaArchiveManifest = {
       block_size: blockSize,
       minor_version: version.minor,

@@ -15,6 +15,8 @@ export interface PartitionSummary {
   op_counts: Record<string, number>;
   merge_operations: number;
   estimate_cow_size?: number;
+  /** Present when the partition runs a post-install program. */
+  postinstall?: { path: string; filesystem_type?: string; optional: boolean };
 }
 
 export interface SignatureSummary {
@@ -100,6 +102,7 @@ export async function inspectPayload(file: string, publicKey?: KeyObject): Promi
           op_counts,
           merge_operations: p.merge_operations.length,
           estimate_cow_size: p.estimate_cow_size,
+          postinstall: p.run_postinstall ? { path: p.postinstall_path || 'postinst', filesystem_type: p.filesystem_type || undefined, optional: p.postinstall_optional === true } : undefined,
         };
       }),
       signatures: { metadata: signatureSummary('metadata'), payload: signatureSummary('payload') },
@@ -134,6 +137,8 @@ export function formatSummary(s: PayloadSummary): string {
     const flagged = new Set(s.ops_not_allowed.filter((op) => op.partition === p.name).map((op) => op.type));
     const counts = Object.entries(p.op_counts).map(([type, n]) => `${type} ${n}${flagged.has(type) ? ' (not allowed)' : ''}`).join(', ');
     lines.push(`    ${p.operations} operations${counts ? `: ${counts}` : ''}; ${p.merge_operations} merge operations`);
+    const post = p.postinstall;
+    if (post) lines.push(`    post-install: ${post.path}${post.filesystem_type ? ` (${post.filesystem_type})` : ''}${post.optional ? ', optional' : ''}`);
   }
   return lines.join('\n');
 }

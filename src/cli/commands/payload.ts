@@ -18,6 +18,10 @@ function progressReporter(label: string): { report: (done: number, total: number
   };
 }
 
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 function splitList(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter(Boolean);
 }
@@ -80,10 +84,13 @@ export function registerPayloadCommands(program: Command): void {
     .option('--minor-version <n>', 'payload minor version: 0 (full) or 2..10 (incremental); default 0 full, 9 incremental', integer(0))
     .addOption(new Option('--compression <codec>', 'compression of replace operations (default: zstd at minor version 10, else xz)').choices(['zstd', 'xz', 'bz2']))
     .option('--partitions <names>', 'comma-separated partitions (default: every *.img in --target)', splitList)
-    .action(async (opts: { target: string; source?: string; output: string; key?: string; minorVersion?: number; compression?: PayloadCompression; partitions?: string[] }) => {
+    .option('--postinstall <spec>', 'run a program after install: PART:PATH[:FSTYPE][:optional], PATH relative to the partition root (repeatable)', collect, [])
+    .action(async (opts: { target: string; source?: string; output: string; key?: string; minorVersion?: number; compression?: PayloadCompression; partitions?: string[]; postinstall: string[] }) => {
       const { loadPrivateKey } = require('../../payload/signing') as typeof import('../../payload/signing');
       const { generatePayload } = require('../../payload/generate') as typeof import('../../payload/generate');
       const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const { parsePostinstallSpec } = require('../../payload/postinstall-spec') as typeof import('../../payload/postinstall-spec');
+      const postinstall = opts.postinstall.map(parsePostinstallSpec);
       const privateKey = opts.key ? await loadPrivateKey(opts.key) : undefined;
       const progress = progressReporter('generate');
       const summary = await generatePayload({
@@ -94,6 +101,7 @@ export function registerPayloadCommands(program: Command): void {
           minorVersion: opts.minorVersion,
           compression: opts.compression,
           partitions: opts.partitions,
+          postinstall,
           onProgress: progress.report,
           logger: createLogger('payload', { level: 'warn' }),
         })
