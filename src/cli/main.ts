@@ -6,6 +6,7 @@ import { registerPayloadCommands } from './commands/payload';
 import { registerDemoCommands } from './commands/demo';
 import { registerSnapuserdCommands } from './commands/snapuserd';
 import { registerStatusCommand } from './commands/status';
+import { registerDeviceCommands } from './commands/device';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerDemoCommands(program);
   registerSnapuserdCommands(program);
   registerStatusCommand(program);
+  registerDeviceCommands(program);
   return program;
 }
 

@@ -42,6 +42,13 @@ export async function spawnPassthrough(runDir: string, name: string, image: stri
   return started(daemon, /^vab passthrough: serving /);
 }
 
+/** Starts `vab snapuserd` with its control socket at <run>/snapuserd.sock; resolves once it listens. */
+export async function spawnSnapuserd(runDir: string, logFile?: string): Promise<ChildHandle> {
+  const args = ['snapuserd', '--run', runDir];
+  if (logFile !== undefined) args.push('--log', logFile);
+  return started(spawnVab(args, 'vab snapuserd'), /^vab snapuserd: ready/);
+}
+
 /** Waits for the child's ready line; a child that never prints it is killed, not left behind. */
 async function started(child: ChildHandle, ready: RegExp): Promise<ChildHandle> {
   try {

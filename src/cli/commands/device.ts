@@ -1,0 +1,76 @@
+import { Command } from 'commander';
+import { integer } from '../options';
+import { nextSignal } from '../signals';
+
+/** The commands that act on a device directory once an update is written: boot it, merge it. */
+export function registerDeviceCommands(program: Command): void {
+  registerBoot(program);
+  registerMerge(program);
+}
+
+function registerBoot(program: Command): void {
+  program
+    .command('boot')
+    .description('run the device from its snapshots in the foreground: block files under --mount, served by vab kernel and vab snapuserd')
+    .requiredOption('--device <dir>', 'device directory (super/, data/ota/, metadata/ota/)')
+    .requiredOption('--mount <dir>', 'directory for the block files (FUSE mount; created if missing)')
+    .requiredOption('--run <dir>', 'run directory: sockets, dm-user endpoints, logs, boot.json and pid files')
+    .option('--daemon-timeout-ms <n>', 'how long IO waits for a first daemon before it fails', integer(0))
+    .option('--restart-grace-ms <n>', 'after the daemon dies, how long IO waits for the next one (0: fail at once, as Android)', integer(0))
+    .option('--supervise', 'start a new snapuserd whenever it dies, and give it its partitions again')
+    .option('--json', 'print the block files as one JSON object when ready')
+    .option('--log <file>', 'JSON log file (default: stderr)')
+    .action(async (opts: { device: string; mount: string; run: string; daemonTimeoutMs?: number; restartGraceMs?: number; supervise?: boolean; json?: boolean; log?: string }) => {
+      const { bootDevice } = require('../../ota/boot/boot') as typeof import('../../ota/boot/boot');
+      const { describePlan } = require('../../ota/boot/plan') as typeof import('../../ota/boot/plan');
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const logger = createLogger('boot', { file: opts.log });
+      const signal = nextSignal();
+      const print = (line: string): void => void process.stdout.write(`${line}\n`);
+      const booted = await bootDevice({ ...opts, logger, print });
+      if (opts.json) {
+        print(JSON.stringify(booted.record));
+      } else {
+        print(`vab boot: ${describePlan(booted.plan)}`);
+        for (const t of booted.record.targets) print(`${t.block_file}\t${t.kind === 'snapshot' ? 'snapshot (snapuserd)' : 'linear'}\t${t.size} bytes`);
+        print(`vab boot: ready (kernel pid ${booted.record.kernel_pid}${booted.record.snapuserd_pid ? `, snapuserd pid ${booted.record.snapuserd_pid}` : ''})`);
+      }
+      const how = await Promise.race([signal.then((s) => s as string), booted.ended]);
+      await booted.stop();
+      print(`vab boot: stopped (${how})`);
+      if (!/^SIG/.test(how)) process.exitCode = 1;
+    });
+}
+
+function registerMerge(program: Command): void {
+  program
+    .command('merge')
+    .description('merge the booted update into the base images (through the running vab boot); --wait until done')
+    .requiredOption('--device <dir>', 'device directory')
+    .requiredOption('--run <dir>', 'run directory of the running vab boot')
+    .option('--wait', 'wait for the merge to finish, with a progress bar')
+    .option('--json', 'print progress and the outcome as JSON lines')
+    .action(async (opts: { device: string; run: string; wait?: boolean; json?: boolean }) => {
+      const { mergeDevice } = require('../../ota/boot/merge') as typeof import('../../ota/boot/merge');
+      const { createProgress } = require('../../util/progress') as typeof import('../../util/progress');
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const bar = opts.wait && !opts.json ? createProgress('merge', 100) : undefined;
+      let shown = 0;
+      const onPercent = (percent: number): void => {
+        if (opts.json) process.stdout.write(`${JSON.stringify({ merge_percent: percent })}\n`);
+        const whole = Math.floor(percent);
+        if (bar && whole > shown) {
+          bar.advance(whole - shown);
+          shown = whole;
+        }
+      };
+      const abort = new AbortController();
+      void nextSignal().then(() => abort.abort());
+      const outcome = await mergeDevice({ device: opts.device, run: opts.run, wait: opts.wait, onPercent, signal: abort.signal, logger: createLogger('merge', { level: 'warn' }) }).finally(() => bar?.finish());
+      if (opts.json) process.stdout.write(`${JSON.stringify(outcome)}\n`);
+      else if (outcome.failure) process.stdout.write(`vab merge: the merge failed (${outcome.failure}); the update is ${outcome.state}\n`);
+      else if (!opts.wait) process.stdout.write(`vab merge: ${outcome.initiated ? 'merge initiated' : 'already merging'}; vab status shows progress, vab merge --wait finishes it\n`);
+      else process.stdout.write(`vab merge: done; the update is ${outcome.state}\n`);
+      if (outcome.failure || (opts.wait && outcome.state !== 'none')) process.exitCode = 1;
+    });
+}
