@@ -7,6 +7,7 @@ import { registerDemoCommands } from './commands/demo';
 import { registerSnapuserdCommands } from './commands/snapuserd';
 import { registerStatusCommand } from './commands/status';
 import { registerDeviceCommands } from './commands/device';
+import { registerCrashtestCommand } from './commands/crashtest';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerSnapuserdCommands(program);
   registerStatusCommand(program);
   registerDeviceCommands(program);
+  registerCrashtestCommand(program);
   return program;
 }
 

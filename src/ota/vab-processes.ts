@@ -25,6 +25,8 @@ export interface KernelOptions {
   daemonTimeoutMs?: number;
   restartGraceMs?: number;
   logFile?: string;
+  /** Appended last, so they override the flags above. */
+  extraArgs?: readonly string[];
 }
 
 /** Starts `vab kernel` and waits until its block files are mounted and its control socket answers. */
@@ -33,6 +35,7 @@ export async function spawnKernel(options: KernelOptions): Promise<ChildHandle> 
   if (options.daemonTimeoutMs !== undefined) args.push('--daemon-timeout-ms', String(options.daemonTimeoutMs));
   if (options.restartGraceMs !== undefined) args.push('--restart-grace-ms', String(options.restartGraceMs));
   if (options.logFile !== undefined) args.push('--log', options.logFile);
+  args.push(...(options.extraArgs ?? []));
   return started(spawnVab(args, 'vab kernel'), /^vab kernel: ready /);
 }
 

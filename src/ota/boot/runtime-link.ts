@@ -1,0 +1,28 @@
+import { createTarget, removeTarget } from '../../kernel/control-client';
+import type { DaemonControl } from '../../snapshot/merge-state';
+import { VabError } from '../../util/errors';
+
+/** PENDING: filled in once the kernel's linear targets and snapuserd's control client land. */
+export class RuntimeLink {
+  constructor(readonly run: string) {}
+
+  async createDmUser(name: string, size: number): Promise<void> {
+    await createTarget(this.run, name, size);
+  }
+
+  async createLinear(name: string, _file: string): Promise<void> {
+    throw new VabError('EUNSUPPORTED', `linear ${name}: pending`);
+  }
+
+  async reloadLinear(name: string, _file: string): Promise<void> {
+    throw new VabError('EUNSUPPORTED', `reload ${name}: pending`);
+  }
+
+  async removeTarget(name: string): Promise<void> {
+    await removeTarget(this.run, name);
+  }
+
+  async connectDaemon(): Promise<DaemonControl> {
+    throw new VabError('EUNSUPPORTED', 'snapctl: pending');
+  }
+}
