@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { VabError } from '../../util/errors';
 import { integer } from '../options';
 import { nextSignal } from '../signals';
 
@@ -6,6 +7,47 @@ import { nextSignal } from '../signals';
 export function registerDeviceCommands(program: Command): void {
   registerBoot(program);
   registerMerge(program);
+  registerPostinstall(program);
+}
+
+function registerPostinstall(program: Command): void {
+  program
+    .command('postinstall')
+    .description("run each updated partition's post-install program from the booted snapshots (update_engine's post-install step)")
+    .requiredOption('--device <dir>', 'device directory')
+    .requiredOption('--mount <dir>', 'block file directory of the running vab boot')
+    .requiredOption('--run <dir>', 'run directory of the running vab boot')
+    .option('--timeout-s <n>', 'kill a program still running after this many seconds', integer(1), 900)
+    .option('--json', 'print progress events as JSON lines')
+    .option('--log <file>', 'JSON log file (default: stderr, warnings only)')
+    .action(async (opts: { device: string; mount: string; run: string; timeoutS: number; json?: boolean; log?: string }) => {
+      const { runDevicePostinstall } = require('../../ota/postinstall-device') as typeof import('../../ota/postinstall-device');
+      const { createPostinstallPresenter } = require('../../ota/postinstall-progress') as typeof import('../../ota/postinstall-progress');
+      const { PostinstallError } = require('../../ota/postinstall') as typeof import('../../ota/postinstall');
+      const { createLogger } = require('../../util/log') as typeof import('../../util/log');
+      const presenter = createPostinstallPresenter({ json: opts.json === true });
+      const abort = new AbortController();
+      void nextSignal().then(() => abort.abort());
+      try {
+        const results = await runDevicePostinstall({
+          device: opts.device,
+          mount: opts.mount,
+          run: opts.run,
+          timeoutMs: opts.timeoutS * 1000,
+          onProgress: (e) => presenter.onProgress(e),
+          signal: abort.signal,
+          logger: createLogger('postinstall', opts.log ? { file: opts.log } : { level: 'warn' }),
+        });
+        presenter.finish();
+        if (!opts.json) process.stdout.write(results.length === 0 ? 'vab postinstall: no partition asks for a post-install program\n' : `vab postinstall: ${results.map((r) => `${r.name} ${r.ok ? 'ok' : 'failed (optional)'}`).join(', ')}\n`);
+      } catch (err) {
+        presenter.finish();
+        if (err instanceof PostinstallError && err.details.ioError) {
+          throw new VabError('EIO', `${err.message} (an IO error reading partition ${err.partition}: is its daemon running?)`, { cause: err });
+        }
+        throw err;
+      }
+    });
 }
 
 function registerBoot(program: Command): void {
