@@ -45,9 +45,10 @@ export async function spawnPassthrough(runDir: string, name: string, image: stri
   return started(daemon, /^vab passthrough: serving /);
 }
 
-/** Starts `vab snapuserd` with its control socket at <run>/snapuserd.sock; resolves once it listens. */
-export async function spawnSnapuserd(runDir: string, logFile?: string): Promise<ChildHandle> {
+/** Starts `vab snapuserd` with its control socket (default <run>/snapuserd.sock); resolves once it listens. */
+export async function spawnSnapuserd(runDir: string, logFile?: string, socket?: string): Promise<ChildHandle> {
   const args = ['snapuserd', '--run', runDir];
+  if (socket !== undefined) args.push('--socket', socket);
   if (logFile !== undefined) args.push('--log', logFile);
   return started(spawnVab(args, 'vab snapuserd'), /^vab snapuserd: ready/);
 }

@@ -59,7 +59,7 @@ function registerBoot(program: Command): void {
     .requiredOption('--run <dir>', 'run directory: sockets, dm-user endpoints, logs, boot.json and pid files')
     .option('--daemon-timeout-ms <n>', 'how long IO waits for a first daemon before it fails', integer(0))
     .option('--restart-grace-ms <n>', 'after the daemon dies, how long IO waits for the next one (0: fail at once, as Android)', integer(0))
-    .option('--supervise', 'start a new snapuserd whenever it dies, and give it its partitions again')
+    .option('--supervise', 'start a new snapuserd whenever it dies, and give it its partitions again (SIGHUP restarts it by handoff in any case)')
     .option('--json', 'print the block files as one JSON object when ready')
     .option('--log <file>', 'JSON log file (default: stderr)')
     .action(async (opts: { device: string; mount: string; run: string; daemonTimeoutMs?: number; restartGraceMs?: number; supervise?: boolean; json?: boolean; log?: string }) => {
@@ -77,7 +77,15 @@ function registerBoot(program: Command): void {
         for (const t of booted.record.targets) print(`${t.block_file}\t${t.kind === 'snapshot' ? 'snapshot (snapuserd)' : 'linear'}\t${t.size} bytes`);
         print(`vab boot: ready (kernel pid ${booted.record.kernel_pid}${booted.record.snapuserd_pid ? `, snapuserd pid ${booted.record.snapuserd_pid}` : ''})`);
       }
+      // SIGHUP: restart snapuserd by handoff, one at a time.
+      let handoffs = Promise.resolve();
+      const onHangup = (): void => {
+        handoffs = handoffs.then(() => booted.handoff()).catch((err: Error) => print(`vab boot: handoff failed: ${err.message}`));
+      };
+      process.on('SIGHUP', onHangup);
       const how = await Promise.race([signal.then((s) => s as string), booted.ended]);
+      process.off('SIGHUP', onHangup);
+      await handoffs;
       await booted.stop();
       print(`vab boot: stopped (${how})`);
       if (!/^SIG/.test(how)) process.exitCode = 1;

@@ -2,15 +2,14 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { DaemonControl } from '../../snapshot/merge-state';
 import { UpdateState } from '../../snapshot/proto';
-import { VabError } from '../../util/errors';
-import type { ChildHandle, Exit } from '../../util/exec';
 import type { Logger } from '../../util/log';
 import { nullLogger } from '../../util/log';
-import { spawnKernel, spawnSnapuserd } from '../vab-processes';
-import { BootPlan, BootTarget, planBoot } from './plan';
+import { spawnKernel } from '../vab-processes';
 import { resumeInterruptedMerge } from './merge-link';
+import { BootPlan, planBoot } from './plan';
 import { BootRecord, bootRecordPath, writeBootRecord } from './record';
 import { RuntimeLink } from './runtime-link';
+import { SnapuserdSupervisor } from './supervisor';
 
 export interface BootOptions {
   device: string;
@@ -28,8 +27,10 @@ export interface BootOptions {
 export interface BootedDevice {
   readonly plan: BootPlan;
   readonly record: BootRecord;
-  /** Resolves when the kernel dies (the boot cannot go on); `stop` resolves it too. */
+  /** Resolves when the kernel dies (the boot cannot go on). */
   readonly ended: Promise<string>;
+  /** Restarts snapuserd the way Android does, without failing IO (new misc names, then the old daemon goes). */
+  handoff(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -49,75 +50,33 @@ export async function bootDevice(options: BootOptions): Promise<BootedDevice> {
   await fs.mkdir(run, { recursive: true, mode: 0o700 });
   const kernel = await spawnKernel({ mount, run, daemonTimeoutMs: options.daemonTimeoutMs, restartGraceMs: options.restartGraceMs, logFile: path.join(run, 'kernel.log') });
   const link = new RuntimeLink(run);
-  let daemon: ChildHandle | undefined;
-  let control: DaemonControl | undefined;
-  let stopping = false;
-  let restarts = 0;
   const record: BootRecord = { device: plan.device, mount, run, kernel_pid: kernel.pid, snapuserd_pid: 0, targets: [] };
-  const snapshots = plan.targets.filter((t): t is Extract<BootTarget, { kind: 'snapshot' }> => t.kind === 'snapshot');
-
-  /**
-   * Starts a snapuserd and gives it every partition still served from a snapshot. The device
-   * state is read again each time: a partition merged since boot maps its base by now.
-   */
-  const startDaemon = async (): Promise<void> => {
-    const current = await planBoot(plan.device);
-    for (const entry of record.targets) {
-      const now = current.targets.find((t) => t.name === entry.name);
-      if (entry.kind === 'snapshot' && now?.kind === 'linear') entry.kind = 'linear';
-    }
-    const child = await spawnSnapuserd(run, path.join(run, 'snapuserd.log'));
-    daemon = child;
-    record.snapuserd_pid = child.pid;
-    const client = await link.connectDaemon();
-    control = client;
-    for (const entry of record.targets) {
-      if (entry.kind !== 'snapshot') continue;
-      const target = snapshots.find((s) => s.name === entry.name)!;
-      const reply = await client.request(`init,${entry.misc},${target.cow},${target.image},${target.image}`);
-      if (!reply.startsWith('success,')) throw new VabError('ESTATE', `snapuserd refused partition ${entry.name} (init: ${reply}); see ${path.join(run, 'snapuserd.log')}`);
-      const started = await client.request(`start,${entry.misc}`);
-      if (started !== 'success') throw new VabError('ESTATE', `snapuserd could not start partition ${entry.name} (start: ${started})`);
-    }
-    await writeBootRecord(record);
-    void child.exited.then((exit) => onDaemonExit(exit));
-  };
-
-  const onDaemonExit = (exit: Exit): void => {
-    if (stopping) return;
-    const how = exit.signal ?? `exit ${exit.code}`;
-    if (!options.supervise) {
-      logger.error('snapuserd died; IO on the snapshots fails until a daemon is started', { exit: how });
-      print(`vab boot: snapuserd died (${how}); not restarting it (no --supervise)`);
-      return;
-    }
-    restarts++;
-    logger.warn('snapuserd died; starting a new one', { exit: how, restart: restarts });
-    print(`vab boot: snapuserd died (${how}); restart ${restarts}`);
-    void startDaemon()
-      .then(() => resumeMerges())
-      .catch((err: Error) => {
-        logger.error('could not restart snapuserd', { error: err.message });
-        print(`vab boot: could not restart snapuserd: ${err.message}`);
-      });
-  };
-
-  /** Merges the daemon reports as not running (it forgot them when it restarted) are initiated again. */
-  const resumeMerges = async (): Promise<void> => {
-    if (!control) return;
+  const resumeMerges = async (control: DaemonControl): Promise<void> => {
     const r = await resumeInterruptedMerge({ device: plan.device, run, control, link, logger });
-    if (r) logger.info('merge state after boot', { state: UpdateState[r.state] });
+    if (r) logger.info('merge state checked after the daemon started', { state: UpdateState[r.state] });
   };
-
+  const supervisor = new SnapuserdSupervisor({
+    run,
+    record,
+    link,
+    logger,
+    print,
+    supervise: options.supervise === true,
+    resumeMerges,
+    snapshots: async () => {
+      const files = new Map<string, { cow: string; image: string }>();
+      for (const t of (await planBoot(plan.device)).targets) if (t.kind === 'snapshot') files.set(t.name, { cow: t.cow, image: t.image });
+      return files;
+    },
+  });
+  let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    await daemon?.stop('SIGTERM');
+    await supervisor.stop();
     for (const target of record.targets) await link.removeTarget(target.name).catch((err: Error) => logger.warn('could not remove target', { target: target.name, error: err.message }));
     await kernel.stop('SIGTERM');
-    await fs.rm(bootRecordPath(run), { force: true });
-    await fs.rm(path.join(run, 'kernel.pid'), { force: true });
-    await fs.rm(path.join(run, 'snapuserd.pid'), { force: true });
+    for (const file of [bootRecordPath(run), path.join(run, 'kernel.pid'), path.join(run, 'snapuserd.pid')]) await fs.rm(file, { force: true });
   };
 
   try {
@@ -126,13 +85,16 @@ export async function bootDevice(options: BootOptions): Promise<BootedDevice> {
       else await link.createDmUser(target.name, target.size);
       record.targets.push({ name: target.name, kind: target.kind, misc: target.name, image: target.image, size: target.size, block_file: path.join(mount, target.name) });
     }
-    if (snapshots.length > 0) await startDaemon();
-    else await writeBootRecord(record);
-    if (snapshots.some((s) => s.merging) || plan.state === UpdateState.Merging) await resumeMerges();
+    if (plan.targets.some((t) => t.kind === 'snapshot')) {
+      await supervisor.start();
+      if (plan.state === UpdateState.Merging) await resumeMerges(supervisor.control!);
+    } else {
+      await writeBootRecord(record);
+    }
   } catch (err) {
     await stop();
     throw err;
   }
   const ended = kernel.exited.then((exit) => (stopping ? 'stopped' : `kernel exited (${exit.signal ?? exit.code})`));
-  return { plan, record, ended, stop };
+  return { plan, record, ended, handoff: () => supervisor.handoff(), stop };
 }

@@ -18,11 +18,15 @@ export class RuntimeLink {
     throw new VabError('EUNSUPPORTED', `reload ${name}: pending`);
   }
 
+  async reloadDmUser(name: string, misc: string): Promise<void> {
+    throw new VabError('EUNSUPPORTED', `reload ${name} ${misc}: pending`);
+  }
+
   async removeTarget(name: string): Promise<void> {
     await removeTarget(this.run, name);
   }
 
-  async connectDaemon(): Promise<DaemonControl> {
+  async connectDaemon(_socket?: string): Promise<DaemonControl> {
     throw new VabError('EUNSUPPORTED', 'snapctl: pending');
   }
 }
