@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +6,8 @@ import { VabError } from '../util/errors';
 import { ChildHandle, runChecked } from '../util/exec';
 import { mountReadOnly, unmountReadOnly } from './mount-readonly';
 import { spawnVab, vab } from './vab-processes';
+import { sha256File } from '../util/file-hash';
+
 
 /**
  * `npm start`: the whole update lifecycle on a small device made on the spot, narrated on stdout.
@@ -54,8 +55,8 @@ export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Prom
     children.push(boot);
     await boot.waitForLine(/^vab boot: ready/, 60_000);
     for (const p of PARTITIONS) {
-      const same = (await sha256(path.join(d.mount, p))) === (await sha256(path.join(d.images, 'new', `${p}.img`)));
-      const untouched = (await sha256(path.join(d.device, 'super', `${p}.img`), (await fsp.stat(path.join(d.images, 'old', `${p}.img`))).size)) === (await sha256(path.join(d.images, 'old', `${p}.img`)));
+      const same = (await sha256File(path.join(d.mount, p))) === (await sha256File(path.join(d.images, 'new', `${p}.img`)));
+      const untouched = (await sha256File(path.join(d.device, 'super', `${p}.img`), (await fsp.stat(path.join(d.images, 'old', `${p}.img`))).size)) === (await sha256File(path.join(d.images, 'old', `${p}.img`)));
       if (!same || !untouched) throw new VabError('EIO', `${p}: block file equals new image: ${same}; base untouched: ${untouched}`);
       print(`${d.mount}/${p} is byte-identical to the new ${p}.img; super/${p}.img still holds 1.0`);
     }
@@ -99,7 +100,7 @@ export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Prom
     for (const p of PARTITIONS) {
       const newImage = path.join(d.images, 'new', `${p}.img`);
       const base = path.join(d.device, 'super', `${p}.img`);
-      const equal = (await sha256(base, (await fsp.stat(newImage)).size)) === (await sha256(newImage));
+      const equal = (await sha256File(base, (await fsp.stat(newImage)).size)) === (await sha256File(newImage));
       if (!equal) throw new VabError('EIO', `super/${p}.img does not equal the new image after the merge`);
       print(`super/${p}.img now equals the new ${p}.img`);
     }
@@ -125,21 +126,3 @@ async function postinstallWith(d: { device: string; mount: string; run: string }
   return { code: exit.code, action, percent, afterMs: Date.now() - at, error: child.stderr.trim().replace(/^vab: /, '') };
 }
 
-/** SHA-256 of a file, or of its first `length` bytes. */
-async function sha256(file: string, length?: number): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await fsp.open(file, 'r');
-  try {
-    const chunk = Buffer.allocUnsafe(1 << 20);
-    let left = length ?? Number.POSITIVE_INFINITY;
-    while (left > 0) {
-      const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, left), null);
-      if (bytesRead === 0) break;
-      hash.update(chunk.subarray(0, bytesRead));
-      left -= bytesRead;
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
-}

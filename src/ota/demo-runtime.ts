@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,6 +6,8 @@ import { forceUnmountUnder } from '../fuse';
 import { VabError } from '../util/errors';
 import { ChildHandle, run, runChecked } from '../util/exec';
 import { dmctl, spawnKernel, spawnPassthrough } from './vab-processes';
+import { sha256File } from '../util/file-hash';
+
 
 /**
  * `npm start` for now: the dm-user runtime end to end, narrated on stdout. A filesystem image is
@@ -55,13 +57,13 @@ export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<
     fsMounted = true;
     const hello = await runChecked(path.join(dirs.fs, 'bin/hello'), []);
     print(`mounted ${dirs.mount}/system on ${dirs.fs}; running bin/hello from it says: ${hello.stdout.trim()}`);
-    const served = await sha256(path.join(dirs.fs, 'share/pattern.bin'));
+    const served = await sha256File(path.join(dirs.fs, 'share/pattern.bin'));
     await runChecked('umount', [dirs.fs]);
     fsMounted = false;
     // The same file read from the image without vab in the way: the two must agree.
     await runChecked('mount', ['-t', 'erofs', '-o', 'ro', systemImage, dirs.fs]);
     fsMounted = true;
-    const direct = await sha256(path.join(dirs.fs, 'share/pattern.bin'));
+    const direct = await sha256File(path.join(dirs.fs, 'share/pattern.bin'));
     await runChecked('umount', [dirs.fs]);
     fsMounted = false;
     if (served !== direct) throw new VabError('EIO', `share/pattern.bin differs through vab: sha256 ${served} vs ${direct}`);
@@ -94,7 +96,7 @@ export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<
     children.push(current);
     print(`started a new daemon (pid ${current.pid}) ${RESTART_DELAY_MS} ms later`);
     const result = await reading;
-    const expected = await sha256(dataImage);
+    const expected = await sha256File(dataImage);
     const got = result.stdout.split(/\s+/)[0];
     if (result.code !== 0 || got !== expected) {
       throw new VabError('EIO', `supervised restart lost data: dd exited ${result.code} (${result.stderr.trim()}), sha256 ${got} vs ${expected}`);
@@ -115,21 +117,5 @@ async function timedRead(file: string): Promise<{ ms: number; outcome: string }>
   return { ms: result.elapsedMs, outcome };
 }
 
-/** Hashes a file and closes it before resolving, so an unmount right after never finds it busy. */
-async function sha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await fsp.open(file, 'r');
-  try {
-    const chunk = Buffer.allocUnsafe(MiB);
-    for (;;) {
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
-      if (bytesRead === 0) break;
-      hash.update(chunk.subarray(0, bytesRead));
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
