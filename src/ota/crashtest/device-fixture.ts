@@ -3,7 +3,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { runChecked } from '../../util/exec';
 import { vab } from '../vab-processes';
-import { sha256File } from '../../util/file-hash';
 
 
 const REPO = path.resolve(__dirname, '../../../..');

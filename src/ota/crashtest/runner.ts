@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { VabError } from '../../util/errors';
+import { disposeDeviceFixture } from './device-fixture';
 import { Rng } from './rng';
 import { Figures, Scenario, ScenarioFailure } from './scenario';
 import { World } from './world';
@@ -52,12 +53,16 @@ const DEFAULT_ROUND_TIMEOUT_MS = 120_000;
  */
 export async function runCrashtest(options: CrashtestOptions): Promise<CrashtestReport> {
   const rounds: RoundResult[] = [];
-  for (const scenario of options.scenarios) {
-    for (let round = 1; round <= options.rounds; round++) {
-      const result = await runRound(scenario, round, options);
-      rounds.push(result);
-      options.onRound?.(result);
+  try {
+    for (const scenario of options.scenarios) {
+      for (let round = 1; round <= options.rounds; round++) {
+        const result = await runRound(scenario, round, options);
+        rounds.push(result);
+        options.onRound?.(result);
+      }
     }
+  } finally {
+    await disposeDeviceFixture();
   }
   const scenarios = options.scenarios.map((s) => summarize(s.name, rounds.filter((r) => r.scenario === s.name)));
   return { seed: options.seed, rounds, scenarios, ok: rounds.every((r) => r.ok) };
