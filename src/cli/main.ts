@@ -8,6 +8,7 @@ import { registerSnapuserdCommands } from './commands/snapuserd';
 import { registerStatusCommand } from './commands/status';
 import { registerDeviceCommands } from './commands/device';
 import { registerCrashtestCommand } from './commands/crashtest';
+import { registerSnapctlCommand } from './commands/snapctl';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerDeviceCommands(program);
   registerCrashtestCommand(program);
+  registerSnapctlCommand(program);
   return program;
 }
 

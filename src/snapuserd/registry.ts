@@ -38,6 +38,7 @@ export class HandlerRegistry {
   /** Names whose init or start is under way, so two racing commands cannot both take one. */
   private readonly busy = new Set<string>();
   private readonly opener: ChannelOpener;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: RegistryOptions) {
     if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
@@ -90,7 +91,31 @@ export class HandlerRegistry {
     const served = serveTarget(channels, handler.device, { name: misc, logger: this.opts.logger, component: 'snapuserd' });
     handler.served = served;
     this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels`, { misc, channels: channels.length });
-    void served.done.then(() => this.opts.logger.info(`snapuserd: ${misc}: channels ended`, { misc }));
+    void served.done.then(() => this.channelsEnded(handler));
+  }
+
+  /**
+   * Every channel of a started handler ended: its target was removed or reloaded onto another
+   * misc name. Like Android's handler thread on its way out, the handler removes itself.
+   */
+  private async channelsEnded(handler: Handler): Promise<void> {
+    this.opts.logger.info(`snapuserd: ${handler.misc}: channels ended`, { misc: handler.misc });
+    if (this.handlers.get(handler.misc) !== handler) return;
+    this.handlers.delete(handler.misc);
+    await handler.device.snapshot.close().catch((err: Error) => this.opts.logger.error(`snapuserd: ${handler.misc}: close: ${err.message}`, { misc: handler.misc }));
+    this.opts.logger.info(`snapuserd: ${handler.misc}: handler gone with its target`, { misc: handler.misc });
+    this.wakeIdle();
+  }
+
+  /** Resolves once no handler is left (after `detach`, the daemon exits then). */
+  whenIdle(): Promise<void> {
+    if (this.handlers.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private wakeIdle(): void {
+    if (this.handlers.size > 0) return;
+    for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   /** Stops serving (what the channels hold fails in the kernel) and closes the handler's files. */
@@ -98,8 +123,12 @@ export class HandlerRegistry {
     const handler = this.handlers.get(misc);
     if (!handler) throw new VabError('ENOTFOUND', `no handler for ${misc}`);
     this.handlers.delete(misc);
-    await handler.served?.stop();
-    await handler.device.snapshot.close();
+    try {
+      await handler.served?.stop();
+      await handler.device.snapshot.close();
+    } finally {
+      this.wakeIdle();
+    }
     this.opts.logger.info(`snapuserd: ${misc}: deleted`, { misc });
   }
 

@@ -1,5 +1,7 @@
 import { createTarget, removeTarget } from '../../kernel/control-client';
 import type { DaemonControl } from '../../snapshot/merge-state';
+import path from 'node:path';
+import { SnapuserdClient, daemonControl } from '../../snapuserd/control/client';
 import { VabError } from '../../util/errors';
 
 /** PENDING: filled in once the kernel's linear targets and snapuserd's control client land. */
@@ -26,7 +28,9 @@ export class RuntimeLink {
     await removeTarget(this.run, name);
   }
 
-  async connectDaemon(_socket?: string): Promise<DaemonControl> {
-    throw new VabError('EUNSUPPORTED', 'snapctl: pending');
+  /** snapuserd's control socket (its default place unless told), checked to answer before it is used. */
+  async connectDaemon(socket = path.join(this.run, 'snapuserd.sock')): Promise<DaemonControl> {
+    (await SnapuserdClient.connect(socket)).close();
+    return daemonControl(socket);
   }
 }
