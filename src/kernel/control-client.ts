@@ -2,7 +2,7 @@ import net from 'node:net';
 import { VabError, errnoCode, isVabErrorCode } from '../util/errors';
 import { ControlRequest, ControlResponse, KernelStatus, controlSocketPath } from './control';
 import type { KernelParams } from './params';
-import type { TargetInfo } from './target';
+import type { MappedTargetInfo } from './kernel';
 
 /** How long a control request may take; they are all quick, so a hang means a stuck kernel. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -51,8 +51,18 @@ export function callKernel(runDir: string, request: ControlRequest, timeoutMs = 
   });
 }
 
-export async function createTarget(runDir: string, name: string, size: number): Promise<TargetInfo> {
-  return (await callKernel(runDir, { op: 'create', name, size })) as TargetInfo;
+export async function createTarget(runDir: string, name: string, size: number): Promise<MappedTargetInfo> {
+  return (await callKernel(runDir, { op: 'create', name, size })) as MappedTargetInfo;
+}
+
+/** A target mapping `file` straight through (dm-linear); its size is the file's unless given. */
+export async function createLinearTarget(runDir: string, name: string, file: string, size?: number): Promise<MappedTargetInfo> {
+  return (await callKernel(runDir, { op: 'create', name, linear: file, size })) as MappedTargetInfo;
+}
+
+/** Moves block file `name` onto a new dm-user misc name (a daemon handoff) or onto a file. */
+export async function reloadTarget(runDir: string, name: string, to: { misc?: string; linear?: string }): Promise<MappedTargetInfo> {
+  return (await callKernel(runDir, { op: 'reload', name, ...to })) as MappedTargetInfo;
 }
 
 export async function removeTarget(runDir: string, name: string): Promise<void> {

@@ -3,23 +3,25 @@ import net from 'node:net';
 import path from 'node:path';
 import { VabError, isVabError } from '../util/errors';
 import type { Logger } from '../util/log';
-import type { Kernel } from './kernel';
+import type { Kernel, MappedTargetInfo } from './kernel';
 import type { KernelParams } from './params';
-import type { TargetInfo } from './target';
 import { listenPrivate } from '../util/private-socket';
 
 /**
  * The kernel's control socket `<run>/kernel.sock`: what `dmsetup` and the module parameters are to
  * the real driver. One JSON object per line each way; every request gets exactly one response.
  *
- *   {"op":"create","name":"system","size":1048576}  → {"ok":true,"result":TargetInfo}
+ *   {"op":"create","name":"system","size":1048576}  → {"ok":true,"result":MappedTargetInfo}
+ *   {"op":"create","name":"vendor","linear":"/abs/vendor.img"} (size optional) → the same
+ *   {"op":"reload","name":"system","misc":"system-1"} or {..., "linear":"/abs/system.img"} → the same
  *   {"op":"remove","name":"system"}                 → {"ok":true,"result":null}
  *   {"op":"list"}                                   → {"ok":true,"result":KernelStatus}
  *   {"op":"set","param":"daemon_timeout_ms","value":1000} → {"ok":true,"result":KernelParams}
  *   failure                                         → {"ok":false,"code":"EEXIST","message":"..."}
  */
 export type ControlRequest =
-  | { op: 'create'; name: string; size: number }
+  | { op: 'create'; name: string; size?: number; linear?: string }
+  | { op: 'reload'; name: string; misc?: string; linear?: string }
   | { op: 'remove'; name: string }
   | { op: 'list' }
   | { op: 'set'; param: string; value: number };
@@ -29,7 +31,7 @@ export interface KernelStatus {
   run: string;
   pid: number;
   params: KernelParams;
-  targets: TargetInfo[];
+  targets: MappedTargetInfo[];
 }
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; code: string; message: string };
@@ -91,7 +93,9 @@ async function handle(kernel: Kernel, mountDir: string, line: string): Promise<C
     const request = parseRequest(line);
     switch (request.op) {
       case 'create':
-        return { ok: true, result: await kernel.createTarget(request.name, request.size) };
+        return { ok: true, result: await kernel.createTarget(request.name, request.size, request.linear) };
+      case 'reload':
+        return { ok: true, result: await kernel.reloadTarget(request.name, { misc: request.misc, linear: request.linear }) };
       case 'remove':
         await kernel.removeTarget(request.name);
         return { ok: true, result: null };
@@ -125,9 +129,14 @@ function parseRequest(line: string): ControlRequest {
     if (typeof r[key] !== 'number') throw new VabError('EINVAL_INPUT', `control request "${String(r.op)}" needs a number "${key}"`);
     return r[key] as number;
   };
+  const optional = <T>(key: string, read: (key: string) => T): T | undefined => (r[key] === undefined ? undefined : read(key));
   switch (r.op) {
-    case 'create':
-      return { op: 'create', name: text('name'), size: number('size') };
+    case 'create': {
+      const linear = optional('linear', text);
+      return { op: 'create', name: text('name'), size: linear === undefined ? number('size') : optional('size', number), linear };
+    }
+    case 'reload':
+      return { op: 'reload', name: text('name'), misc: optional('misc', text), linear: optional('linear', text) };
     case 'remove':
       return { op: 'remove', name: text('name') };
     case 'list':

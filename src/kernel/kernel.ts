@@ -10,6 +10,8 @@ import { Logger, nullLogger } from '../util/log';
 import { targetNameProblem } from '../util/names';
 import { BufferPool } from './buffer-pool';
 import { KernelParams, checkParam, resolveParams } from './params';
+import { LinearMapping } from './linear';
+import { KernelMessage } from './message';
 import { IoRequest, Target, TargetInfo } from './target';
 
 export interface KernelOptions {
@@ -19,11 +21,16 @@ export interface KernelOptions {
   logger?: Logger;
 }
 
+/** What a block file maps to: a dm-user target and its misc endpoint, or a file (dm-linear). */
+type Mapping = { kind: 'dm-user'; misc: string; target: Target; endpoint: MiscEndpoint } | { kind: 'linear'; linear: LinearMapping };
+
 interface Entry {
   file: BlockFile;
-  target: Target;
-  endpoint: MiscEndpoint;
+  mapping: Mapping;
 }
+
+/** `vab dmctl list`: a target with what its block file maps to. */
+export type MappedTargetInfo = TargetInfo & { kind: 'dm-user' | 'linear'; misc?: string; file?: string };
 
 /** DM's flush: an empty WRITE carrying PREFLUSH|SYNC. */
 const FLUSH_FLAGS = DmUserFlag.Preflush | DmUserFlag.Sync;
@@ -38,6 +45,7 @@ export class Kernel implements BlockFileProvider {
   private readonly logger: Logger;
   private readonly byName = new Map<string, Entry>();
   private readonly byId = new Map<number, Entry>();
+  /** Names and misc names being created or reloaded right now. */
   private readonly reserved = new Set<string>();
   /** Removed targets whose channels may still answer what they hold (shut down with the kernel). */
   private retired: Target[] = [];
@@ -51,29 +59,109 @@ export class Kernel implements BlockFileProvider {
     this.logger = options.logger ?? nullLogger;
   }
 
-  async createTarget(name: string, sizeBytes: number): Promise<TargetInfo> {
+  /**
+   * Creates block file `name`: a dm-user target whose misc endpoint is `dm-user/<name>`, or with
+   * `linear`, a straight mapping of that file (size: the file's, unless given).
+   */
+  async createTarget(name: string, sizeBytes: number | undefined, linear?: string): Promise<MappedTargetInfo> {
     if (this.stopped) throw new VabError('ESTATE', 'the kernel is shutting down');
     // Target names become file names and socket names.
-    const problem = targetNameProblem(name);
-    if (problem) throw new VabError('EINVAL_INPUT', `invalid target name ${JSON.stringify(name)}: ${problem}`);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % SECTOR_SIZE !== 0) {
-      throw new VabError('EINVAL_INPUT', `target size must be a positive multiple of ${SECTOR_SIZE} bytes, got ${sizeBytes}`);
+    checkName('target', name);
+    const size = sizeBytes ?? (linear !== undefined ? await LinearMapping.sizeOf(linear) : undefined);
+    if (size === undefined || !Number.isSafeInteger(size) || size <= 0 || size % SECTOR_SIZE !== 0) {
+      throw new VabError('EINVAL_INPUT', `target size must be a positive multiple of ${SECTOR_SIZE} bytes, got ${size}`);
     }
     if (this.byName.has(name) || this.reserved.has(name)) throw new VabError('EEXIST', `target "${name}" already exists`);
+    if (linear === undefined) this.checkMiscFree(name);
     this.reserved.add(name);
     try {
-      const target = new Target(name, sizeBytes / SECTOR_SIZE, this.params, this.logger);
-      const endpointPath = miscEndpointPath(this.runDir, name);
-      await fs.mkdir(path.dirname(endpointPath), { recursive: true });
-      const endpoint = await listenMiscEndpoint(endpointPath, (connection) => target.attach(connection));
-      const entry: Entry = { file: { id: this.nextFileId++, name, size: sizeBytes, writable: true }, target, endpoint };
+      const mapping = linear === undefined ? await this.openDmUser(name, size) : { kind: 'linear' as const, linear: await LinearMapping.open(linear, size) };
+      const entry: Entry = { file: { id: this.nextFileId++, name, size, writable: true }, mapping };
       this.byName.set(name, entry);
       this.byId.set(entry.file.id, entry);
-      this.logger.info(`dm-user: created target ${name}`, { target: name, sectors: target.sectors, endpoint: endpointPath });
-      return target.info();
+      this.logger.info(`dm-user: created target ${name}`, { target: name, sectors: size / SECTOR_SIZE, ...(linear === undefined ? { endpoint: miscEndpointPath(this.runDir, name) } : { linear }) });
+      return this.describe(entry);
     } finally {
       this.reserved.delete(name);
     }
+  }
+
+  /**
+   * Like a dm table reload with a new target under the same block device (Android's handoff of
+   * snapuserd, spec §3.4): block file `name` stays, with its open files; new IO goes to the new
+   * mapping at once. Reloading onto a dm-user target creates its misc endpoint `dm-user/<misc>`,
+   * whose first daemon gets daemon_timeout_ms to attach. What the old target had queued, no channel
+   * having taken it, moves to the new one; what its channels hold is still answered by the old
+   * daemon (or fails if it dies); then the old endpoint goes and the old channels see the end of
+   * their messages (Android's ENOTBLK).
+   */
+  async reloadTarget(name: string, to: { misc?: string; linear?: string }): Promise<MappedTargetInfo> {
+    if (this.stopped) throw new VabError('ESTATE', 'the kernel is shutting down');
+    if ((to.misc === undefined) === (to.linear === undefined)) throw new VabError('EINVAL_INPUT', 'reload needs exactly one of a new misc name or a linear file');
+    const entry = this.byName.get(name);
+    if (!entry || this.reserved.has(name)) throw new VabError('ENOTFOUND', `no target named "${name}"`);
+    if (to.misc !== undefined) {
+      checkName('misc', to.misc);
+      this.checkMiscFree(to.misc);
+    }
+    this.reserved.add(name);
+    if (to.misc !== undefined) this.reserved.add(to.misc);
+    try {
+      const next: Mapping = to.misc !== undefined ? await this.openDmUser(to.misc, entry.file.size) : { kind: 'linear', linear: await LinearMapping.open(to.linear!, entry.file.size) };
+      const previous = entry.mapping;
+      entry.mapping = next;
+      if (previous.kind === 'dm-user') {
+        const moved = previous.target.takeQueued();
+        if (next.kind === 'dm-user') for (const message of moved) next.target.adopt(message);
+        else for (const message of moved) this.adoptLinear(next.linear, message);
+        this.retire(previous.target);
+        await previous.endpoint.close();
+      } else {
+        await previous.linear.close();
+      }
+      this.logger.info(`dm-user: reloaded target ${name}`, { target: name, ...(next.kind === 'dm-user' ? { misc: next.misc } : { linear: next.linear.file }) });
+      return this.describe(entry);
+    } finally {
+      this.reserved.delete(name);
+      if (to.misc !== undefined) this.reserved.delete(to.misc);
+    }
+  }
+
+  private async openDmUser(misc: string, size: number): Promise<Mapping> {
+    const target = new Target(misc, size / SECTOR_SIZE, this.params, this.logger);
+    const endpointPath = miscEndpointPath(this.runDir, misc);
+    await fs.mkdir(path.dirname(endpointPath), { recursive: true });
+    const endpoint = await listenMiscEndpoint(endpointPath, (connection) => target.attach(connection));
+    return { kind: 'dm-user', misc, target, endpoint };
+  }
+
+  /** A misc name is one endpoint: no two live targets may share it, nor a target name another's misc. */
+  private checkMiscFree(misc: string): void {
+    if (this.reserved.has(misc)) throw new VabError('EEXIST', `misc name "${misc}" is being set up`);
+    for (const entry of this.byName.values()) {
+      if (entry.mapping.kind === 'dm-user' && entry.mapping.misc === misc) throw new VabError('EEXIST', `misc name "${misc}" is in use by target "${entry.file.name}"`);
+    }
+  }
+
+  /** A message queued on a dm-user target that became linear is served from the file. */
+  private adoptLinear(linear: LinearMapping, message: KernelMessage): void {
+    const h = message.header;
+    const offset = h.sector * SECTOR_SIZE;
+    const io = message.isRead ? this.linearRead(linear, offset, h.len, message.answerInto) : h.len === 0 ? linear.flush().then(() => EMPTY) : linear.write(offset, message.data).then(() => EMPTY);
+    io.then((data) => message.succeed(data), (err: Error) => message.fail(err));
+  }
+
+  private async linearRead(linear: LinearMapping, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buffer = into ?? Buffer.alloc(length);
+    await linear.read(offset, buffer);
+    return buffer;
+  }
+
+  /** A target whose channels may still answer what they hold stays until they close. */
+  private retire(target: Target): void {
+    target.remove();
+    this.retired = this.retired.filter((t) => t.channelCount > 0);
+    if (target.channelCount > 0) this.retired.push(target);
   }
 
   /** Like `dmsetup remove`: queued IO fails, the endpoint goes, held IO may still be answered. */
@@ -82,19 +170,29 @@ export class Kernel implements BlockFileProvider {
     if (!entry) throw new VabError('ENOTFOUND', `no target named "${name}"`);
     this.byName.delete(name);
     this.byId.delete(entry.file.id);
-    entry.target.remove();
-    this.retired = this.retired.filter((t) => t.channelCount > 0);
-    if (entry.target.channelCount > 0) this.retired.push(entry.target);
-    await entry.endpoint.close();
+    if (entry.mapping.kind === 'dm-user') {
+      this.retire(entry.mapping.target);
+      await entry.mapping.endpoint.close();
+    } else {
+      await entry.mapping.linear.close();
+    }
     this.logger.info(`dm-user: removed target ${name}`, { target: name });
   }
 
-  targets(): TargetInfo[] {
-    return [...this.byName.values()].map((e) => e.target.info());
+  targets(): MappedTargetInfo[] {
+    return [...this.byName.values()].map((e) => this.describe(e));
   }
 
+  /** The dm-user target behind block file `name` (none for a linear one). */
   target(name: string): Target | undefined {
-    return this.byName.get(name)?.target;
+    const mapping = this.byName.get(name)?.mapping;
+    return mapping?.kind === 'dm-user' ? mapping.target : undefined;
+  }
+
+  private describe(entry: Entry): MappedTargetInfo {
+    const m = entry.mapping;
+    if (m.kind === 'dm-user') return { ...m.target.info(), name: entry.file.name, kind: 'dm-user', misc: m.misc };
+    return { name: entry.file.name, sectors: entry.file.size / SECTOR_SIZE, channels: 0, queued: 0, held: 0, had_daemon: false, removed: false, kind: 'linear', file: m.linear.file };
   }
 
   setParam(name: string, value: number): void {
@@ -109,10 +207,10 @@ export class Kernel implements BlockFileProvider {
     const entries = [...this.byName.values()];
     this.byName.clear();
     this.byId.clear();
-    for (const entry of entries) entry.target.shutdown();
+    for (const entry of entries) if (entry.mapping.kind === 'dm-user') entry.mapping.target.shutdown();
     for (const target of this.retired) target.shutdown();
     this.retired = [];
-    await Promise.all(entries.map((e) => e.endpoint.close()));
+    await Promise.all(entries.map((e) => (e.mapping.kind === 'dm-user' ? e.mapping.endpoint.close() : e.mapping.linear.close())));
   }
 
   // BlockFileProvider: each IO on a block file is one message on its target.
@@ -126,9 +224,15 @@ export class Kernel implements BlockFileProvider {
   }
 
   async read(file: BlockFile, offset: number, length: number, _ctx?: FileRequestContext): Promise<Buffer> {
-    const target = this.live(file);
+    const mapping = this.live(file);
     if (length === 0) return Buffer.alloc(0);
     checkRange(file, offset, length);
+    if (mapping.kind === 'linear') {
+      const data = this.readBuffers.take(length);
+      await mapping.linear.read(offset, data);
+      return data;
+    }
+    const target = mapping.target;
     // Reads are widened to whole sectors: harmless, and tools probing a few bytes keep working.
     const start = Math.floor(offset / SECTOR_SIZE) * SECTOR_SIZE;
     const end = Math.ceil((offset + length) / SECTOR_SIZE) * SECTOR_SIZE;
@@ -144,10 +248,15 @@ export class Kernel implements BlockFileProvider {
   }
 
   async write(file: BlockFile, offset: number, data: Buffer, _ctx?: FileRequestContext): Promise<void> {
-    const target = this.live(file);
+    const mapping = this.live(file);
     if (data.length === 0) return;
     checkRange(file, offset, data.length);
     checkAligned(file, 'write', offset, data.length);
+    if (mapping.kind === 'linear') {
+      await mapping.linear.write(offset, data);
+      return;
+    }
+    const target = mapping.target;
     // A copy: the caller may reuse its buffer once we settle, and a timed-out message can still
     // be sitting in the socket's output queue.
     const copy = Buffer.from(data);
@@ -175,23 +284,33 @@ export class Kernel implements BlockFileProvider {
   }
 
   async flush(file: BlockFile, _ctx?: FileRequestContext): Promise<void> {
-    await this.live(file).submit({ type: DmUserRequest.Write, flags: FLUSH_FLAGS, sector: 0, len: 0 });
+    const mapping = this.live(file);
+    if (mapping.kind === 'linear') await mapping.linear.flush();
+    else await mapping.target.submit({ type: DmUserRequest.Write, flags: FLUSH_FLAGS, sector: 0, len: 0 });
   }
 
   async discard(file: BlockFile, offset: number, length: number, _ctx?: FileRequestContext): Promise<void> {
-    const target = this.live(file);
+    const mapping = this.live(file);
     if (length === 0) return;
     checkRange(file, offset, length);
     checkAligned(file, 'discard', offset, length);
-    await target.submit({ type: DmUserRequest.Discard, flags: 0, sector: offset / SECTOR_SIZE, len: length });
+    if (mapping.kind === 'linear') await mapping.linear.discard(offset, length);
+    else await mapping.target.submit({ type: DmUserRequest.Discard, flags: 0, sector: offset / SECTOR_SIZE, len: length });
   }
 
-  private live(file: BlockFile): Target {
+  private live(file: BlockFile): Mapping {
     const entry = this.byId.get(file.id);
     if (!entry) throw new FuseErrnoError(Errno.EIO, `target "${file.name}" was removed`);
-    return entry.target;
+    return entry.mapping;
   }
 }
+
+function checkName(what: string, name: string): void {
+  const problem = targetNameProblem(name);
+  if (problem) throw new VabError('EINVAL_INPUT', `invalid ${what} name ${JSON.stringify(name)}: ${problem}`);
+}
+
+const EMPTY = Buffer.alloc(0);
 
 function checkRange(file: BlockFile, offset: number, length: number): void {
   if (offset < 0 || length < 0 || offset + length > file.size) {

@@ -121,6 +121,26 @@ export class Target {
     for (const channel of this.channels) channel.endOfMessages();
   }
 
+  /**
+   * A table reload takes the messages no channel has taken yet, to go on on the new target; their
+   * no-daemon timers stop here (the new target arms its own). Their io_timeout bound stays.
+   */
+  takeQueued(): KernelMessage[] {
+    const queued = [...this.queue.values()];
+    this.queue.clear();
+    for (const message of queued) message.cancelNoDaemonTimer();
+    return queued;
+  }
+
+  /** A message of the previous table continues here as a new message; the old one settles with it. */
+  adopt(old: KernelMessage): void {
+    const h = old.header;
+    this.submit({ type: h.type, flags: h.flags, sector: h.sector, len: h.len, data: old.data, answerInto: old.answerInto }).then(
+      (data) => old.succeed(data),
+      (err: Error) => old.fail(err),
+    );
+  }
+
   /** Kernel shutdown: remove, then drop every channel, failing what they hold. */
   shutdown(): void {
     this.remove();

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import path from 'node:path';
 import { DEFAULT_PARAMS } from '../../kernel/params';
 import { VabError } from '../../util/errors';
 import { integer } from '../options';
@@ -68,12 +69,26 @@ function registerDmctl(program: Command): void {
 
   dmctl
     .command('create <name>')
-    .description('create a target: block file <mount>/<name> and endpoint <run>/dm-user/<name>')
-    .requiredOption('--size <bytes>', 'size in bytes, a multiple of 512', integer(1))
-    .action(async (name: string, opts: { size: number }, cmd: Command) => {
-      const { createTarget } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
-      const info = await createTarget(runDir(cmd), name, opts.size);
-      process.stdout.write(`created ${info.name}: ${info.sectors} sectors\n`);
+    .description('create a target: block file <mount>/<name> and endpoint <run>/dm-user/<name>; with --linear, block file <name> maps FILE directly (no daemon)')
+    .option('--size <bytes>', 'size in bytes, a multiple of 512 (required unless --linear: then the file size)', integer(1))
+    .option('--linear <file>', 'map this file (absolute path) straight through, like dm-linear')
+    .action(async (name: string, opts: { size?: number; linear?: string }, cmd: Command) => {
+      const { createLinearTarget, createTarget } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
+      if (opts.linear === undefined && opts.size === undefined) throw new VabError('EINVAL_INPUT', 'dmctl create needs --size (or --linear FILE)');
+      const info = opts.linear !== undefined ? await createLinearTarget(runDir(cmd), name, path.resolve(opts.linear), opts.size) : await createTarget(runDir(cmd), name, opts.size!);
+      process.stdout.write(`created ${info.name}: ${info.sectors} sectors${info.kind === 'linear' ? `, linear over ${info.file}` : ''}\n`);
+    });
+
+  dmctl
+    .command('reload <name>')
+    .description('swap what block file <name> maps to, keeping the file: a new dm-user misc name (snapuserd handoff) or a file (--linear)')
+    .option('--misc <name>', 'new dm-user endpoint <run>/dm-user/<name>; queued IO moves there, IO the old daemon holds finishes through it')
+    .option('--linear <file>', 'map this file straight through instead (after a merge)')
+    .action(async (name: string, opts: { misc?: string; linear?: string }, cmd: Command) => {
+      if ((opts.misc === undefined) === (opts.linear === undefined)) throw new VabError('EINVAL_INPUT', 'dmctl reload needs exactly one of --misc NAME or --linear FILE');
+      const { reloadTarget } = require('../../kernel/control-client') as typeof import('../../kernel/control-client');
+      const info = await reloadTarget(runDir(cmd), name, { misc: opts.misc, linear: opts.linear === undefined ? undefined : path.resolve(opts.linear) });
+      process.stdout.write(`reloaded ${info.name}: ${info.kind === 'linear' ? `linear over ${info.file}` : `dm-user misc ${info.misc}`}\n`);
     });
 
   dmctl
@@ -98,8 +113,8 @@ function registerDmctl(program: Command): void {
       }
       const params = Object.entries(status.params).map(([k, v]) => `${k}=${v}`).join(' ');
       const lines = [`kernel pid ${status.pid} mount=${status.mount} run=${status.run}`, `params: ${params}`];
-      lines.push(['NAME', 'BYTES', 'SECTORS', 'CHANNELS', 'QUEUED', 'HELD'].join('\t'));
-      for (const t of status.targets) lines.push([t.name, t.sectors * 512, t.sectors, t.channels, t.queued, t.held].join('\t'));
+      lines.push(['NAME', 'BYTES', 'SECTORS', 'MAPS', 'CHANNELS', 'QUEUED', 'HELD'].join('\t'));
+      for (const t of status.targets) lines.push([t.name, t.sectors * 512, t.sectors, t.kind === 'linear' ? `linear:${t.file}` : `dm-user:${t.misc}`, t.channels, t.queued, t.held].join('\t'));
       process.stdout.write(lines.join('\n') + '\n');
     });
 

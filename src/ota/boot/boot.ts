@@ -81,7 +81,7 @@ export async function bootDevice(options: BootOptions): Promise<BootedDevice> {
 
   try {
     for (const target of plan.targets) {
-      if (target.kind === 'linear') await link.createLinear(target.name, target.image);
+      if (target.kind === 'linear') await link.createLinear(target.name, target.image, target.size);
       else await link.createDmUser(target.name, target.size);
       record.targets.push({ name: target.name, kind: target.kind, misc: target.name, image: target.image, size: target.size, block_file: path.join(mount, target.name) });
     }

@@ -1,10 +1,9 @@
-import { createTarget, removeTarget } from '../../kernel/control-client';
+import { createLinearTarget, createTarget, reloadTarget, removeTarget } from '../../kernel/control-client';
 import type { DaemonControl } from '../../snapshot/merge-state';
 import path from 'node:path';
 import { SnapuserdClient, daemonControl } from '../../snapuserd/control/client';
-import { VabError } from '../../util/errors';
 
-/** PENDING: filled in once the kernel's linear targets and snapuserd's control client land. */
+/** What `vab boot` and `vab merge` ask of the running kernel and snapuserd. */
 export class RuntimeLink {
   constructor(readonly run: string) {}
 
@@ -12,16 +11,18 @@ export class RuntimeLink {
     await createTarget(this.run, name, size);
   }
 
-  async createLinear(name: string, _file: string): Promise<void> {
-    throw new VabError('EUNSUPPORTED', `linear ${name}: pending`);
+  async createLinear(name: string, file: string, size?: number): Promise<void> {
+    await createLinearTarget(this.run, name, file, size);
   }
 
-  async reloadLinear(name: string, _file: string): Promise<void> {
-    throw new VabError('EUNSUPPORTED', `reload ${name}: pending`);
+  /** After a merge: the block file maps the merged base straight through. */
+  async reloadLinear(name: string, file: string): Promise<void> {
+    await reloadTarget(this.run, name, { linear: file });
   }
 
+  /** A snapuserd handoff: the block file moves onto a new dm-user misc name. */
   async reloadDmUser(name: string, misc: string): Promise<void> {
-    throw new VabError('EUNSUPPORTED', `reload ${name} ${misc}: pending`);
+    await reloadTarget(this.run, name, { misc });
   }
 
   async removeTarget(name: string): Promise<void> {
