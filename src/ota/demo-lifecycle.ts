@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../fuse';
 import { VabError } from '../util/errors';
+import { PACKAGE_ROOT } from '../util/package-root';
 import { ChildHandle, runChecked } from '../util/exec';
 import { mountReadOnly, unmountReadOnly } from './mount-readonly';
 import { spawnVab, vab } from './vab-processes';
@@ -18,7 +19,7 @@ export interface LifecycleDemoOptions {
   print?: (line: string) => void;
 }
 
-const REPO = path.resolve(__dirname, '../../..');
+const REPO = PACKAGE_ROOT;
 const PARTITIONS = ['system', 'vendor'];
 
 export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Promise<void> {

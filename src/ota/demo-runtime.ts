@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../fuse';
 import { VabError } from '../util/errors';
+import { PACKAGE_ROOT } from '../util/package-root';
 import { ChildHandle, run, runChecked } from '../util/exec';
 import { dmctl, spawnKernel, spawnPassthrough } from './vab-processes';
 import { sha256File } from '../util/file-hash';
@@ -23,7 +24,7 @@ export interface RuntimeDemoOptions {
   print?: (line: string) => void;
 }
 
-const REPO = path.resolve(__dirname, '../../..');
+const REPO = PACKAGE_ROOT;
 const MiB = 1024 * 1024;
 /** How long the supervised part leaves the target without a daemon before restarting one. */
 const RESTART_DELAY_MS = 500;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { ChildHandle, RunResult, runChecked, start } from '../util/exec';
+import { PACKAGE_ROOT } from '../util/package-root';
 
 /**
  * Starts and drives the long-lived vab processes (`vab kernel`, daemons) as children, the way a
@@ -8,7 +9,7 @@ import { ChildHandle, RunResult, runChecked, start } from '../util/exec';
  */
 
 /** The package's `vab` command (bin/vab), found relative to this compiled file (dist/src/ota/). */
-export const VAB_BIN = path.resolve(__dirname, '../../../bin/vab');
+export const VAB_BIN = path.join(PACKAGE_ROOT, 'bin/vab');
 
 /** This node runs the children too: the `#!/usr/bin/env node` line could find another one on PATH. */
 export function vab(args: readonly string[], timeoutMs = 30_000): Promise<RunResult> {

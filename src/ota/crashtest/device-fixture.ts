@@ -2,10 +2,11 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runChecked } from '../../util/exec';
+import { PACKAGE_ROOT } from '../../util/package-root';
 import { vab } from '../vab-processes';
 
 
-const REPO = path.resolve(__dirname, '../../../..');
+const REPO = PACKAGE_ROOT;
 export const DEVICE_PARTITIONS = ['system', 'vendor'] as const;
 
 /**

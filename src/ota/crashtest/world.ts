@@ -5,13 +5,14 @@ import path from 'node:path';
 import { forceUnmountUnder } from '../../fuse/cleanup';
 import { VabError } from '../../util/errors';
 import { ChildHandle, start } from '../../util/exec';
+import { builtModule } from '../../util/package-root';
 import { dmctl, spawnKernel, spawnVab, vab } from '../vab-processes';
 import { Rng } from './rng';
 
 /** Extra `vab kernel` flags from the environment: how a test hands the runner a broken kernel. */
 export const KERNEL_ARGS_ENV = 'VAB_CRASHTEST_KERNEL_ARGS';
 
-const READER = path.join(__dirname, 'reader-child.js');
+const READER = builtModule('ota/crashtest/reader-child.js');
 
 /** A reader child and what it reported (see reader-child.ts). */
 export class Reader {
