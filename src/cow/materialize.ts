@@ -91,9 +91,9 @@ export class Materializer {
   }
 
   /** Fills dst with blocks [start, end): base layer and COW data. */
-  async readBlocks(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
-    await this.loadBaseLayer(start, end, dst, out0);
-    await this.patch(start, end, dst, out0, payloads, scratch);
+  async readBlocks(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress): Promise<void> {
+    await this.loadBaseLayer(start, end, dst, out0, false, view);
+    await this.patch(start, end, dst, out0, payloads, scratch, view);
   }
 
   /** The first op position at or after `start` in block order with payload data before `end`, or -1. */
@@ -111,11 +111,11 @@ export class Materializer {
    * merge, their merged or staged blocks), read concurrently. Zero, Replace and Xor data are left to
    * `patch`. With `onlyIfTouched`, a range no op touches is not read at all and the result is false.
    */
-  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false): Promise<boolean> {
+  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false, view: MergeProgress = this.progress): Promise<boolean> {
     const { ops, index } = this.cow;
     const { order } = index;
     const bs = this.blockSize;
-    const progress = this.progress.active ? this.progress : undefined;
+    const progress = view.active ? view : undefined;
     const kFirst = index.firstEndingAfter(start);
     let kEnd = kFirst;
     let covered = 0;
@@ -157,12 +157,12 @@ export class Materializer {
    * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
    * to dst, which already holds the range's base layer.
    */
-  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress): Promise<void> {
     const { cow } = this;
     const { ops, index } = cow;
     const { order } = index;
     const bs = this.blockSize;
-    const progress = this.progress.active ? this.progress : undefined;
+    const progress = view.active ? view : undefined;
     for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
       const op = order[k];
       const type = ops.type(op);

@@ -83,21 +83,25 @@ export class SnapshotReader {
     this.materializer.progress = progress;
   }
 
-  /** Fills dst[dstOffset, dstOffset + count × block_size) with blocks [start, start + count) of the new image. */
-  async readBlocks(start: number, count: number, dst: Uint8Array, dstOffset = 0): Promise<void> {
+  /**
+   * Fills dst[dstOffset, dstOffset + count × block_size) with blocks [start, start + count) of the
+   * new image. `progress` is the merge's state as this read sees it, for the whole read (default:
+   * the reader's own view, see setMergeProgress).
+   */
+  async readBlocks(start: number, count: number, dst: Uint8Array, dstOffset = 0, progress?: MergeProgress): Promise<void> {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 0 || start + count > this.blockCount) {
       throw badArgument(`blocks ${start}+${count} are outside the ${this.blockCount}-block image`);
     }
     if (dstOffset < 0 || dstOffset + count * this.blockSize > dst.length) throw badArgument('destination buffer is too small');
     const ctx = this.contexts.pop() ?? new ReadContext(this.cow);
     try {
-      await this.fill(ctx, start, start + count, dst, dstOffset);
+      await this.fill(ctx, start, start + count, dst, dstOffset, progress ?? this.materializer.progress);
     } finally {
       this.contexts.push(ctx);
     }
   }
 
-  private async fill(ctx: ReadContext, start: number, end: number, dst: Uint8Array, out0: number): Promise<void> {
+  private async fill(ctx: ReadContext, start: number, end: number, dst: Uint8Array, out0: number, progress: MergeProgress): Promise<void> {
     // A read that starts where the last one ended is likely followed by the next: read payloads ahead.
     const readahead = start === this.lastEnd;
     this.lastEnd = end;
@@ -106,11 +110,11 @@ export class SnapshotReader {
     if (kData >= 0) {
       // The payload read runs alongside the base reads.
       const op = this.cow.index.order[kData];
-      await settleAll([m.loadBaseLayer(start, end, dst, out0), ctx.payloadOf(op, kData, end, readahead).then(() => undefined)]);
+      await settleAll([m.loadBaseLayer(start, end, dst, out0, false, progress), ctx.payloadOf(op, kData, end, readahead).then(() => undefined)]);
     } else {
-      await m.loadBaseLayer(start, end, dst, out0);
+      await m.loadBaseLayer(start, end, dst, out0, false, progress);
     }
-    await m.patch(start, end, dst, out0, (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead), ctx.scratch);
+    await m.patch(start, end, dst, out0, (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead), ctx.scratch, progress);
   }
 
   /** The base layer of blocks [start, end) (see Materializer.loadBaseLayer). */

@@ -11,6 +11,10 @@ import type { Logger } from '../util/log';
 import { targetNameProblem } from '../util/names';
 import { ServedTarget, serveTarget } from './block-device';
 import { SnapshotDevice } from './snapshot-device';
+import type { MergeStatusString } from './control/protocol';
+import { HandlerMerge, MergeFileOpener } from './merge/handler-merge';
+import { MergeView } from './merge/view';
+import { scratchPathFor, stagedWindowToReplay } from '../cow/merge';
 
 export interface RegistryOptions {
   runDir: string;
@@ -19,6 +23,8 @@ export interface RegistryOptions {
   logger: Logger;
   /** How channels are opened; the socket transport on `<run>/dm-user/<misc>` unless told. */
   opener?: ChannelOpener;
+  /** How the merge opens the files it writes (a test injects faults here). */
+  mergeFiles?: MergeFileOpener;
 }
 
 interface Handler {
@@ -26,7 +32,11 @@ interface Handler {
   cowPath: string;
   device: SnapshotDevice;
   served?: ServedTarget;
+  merge: HandlerMerge;
 }
+
+/** Android's kMaxMergeThreads: merges running at once; the others wait their turn. */
+export const MAX_CONCURRENT_MERGES = 2;
 
 /**
  * The daemon's handlers by misc name, like Android's SnapshotHandlerManager: `init` parses a COW and
@@ -39,6 +49,10 @@ export class HandlerRegistry {
   private readonly busy = new Set<string>();
   private readonly opener: ChannelOpener;
   private idleWaiters: Array<() => void> = [];
+  private readonly mergeQueue: Handler[] = [];
+  private activeMerges = 0;
+  /** Handlers that finished their merge and have since gone (their target was switched away). */
+  private mergedAndGone = 0;
 
   constructor(private readonly opts: RegistryOptions) {
     if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
@@ -61,7 +75,14 @@ export class HandlerRegistry {
       const sectors = Math.floor(baseBytes / SECTOR_SIZE);
       const snapshot = await openSnapshot(cowPath, backingPath, basePath, baseBytes);
       const device = new SnapshotDevice(snapshot, sectors);
-      this.handlers.set(misc, { misc, cowPath, device });
+      const handler: Handler = { misc, cowPath, device, merge: new HandlerMerge(misc, snapshot.cow, cowPath, basePath, this.opts.logger, this.opts.mergeFiles) };
+      try {
+        await this.restoreMergeView(handler);
+      } catch (err) {
+        await snapshot.close();
+        throw err;
+      }
+      this.handlers.set(misc, handler);
       this.opts.logger.info(`snapuserd: ${misc}: handler ready, ${snapshot.cow.index.order.length} ops, ${sectors} sectors`, { misc, cow: cowPath, base: basePath, backing: backingPath, sectors });
       return sectors;
     } catch (err) {
@@ -102,6 +123,8 @@ export class HandlerRegistry {
     this.opts.logger.info(`snapuserd: ${handler.misc}: channels ended`, { misc: handler.misc });
     if (this.handlers.get(handler.misc) !== handler) return;
     this.handlers.delete(handler.misc);
+    await handler.merge.stop();
+    if (handler.merge.isComplete) this.mergedAndGone++;
     await handler.device.snapshot.close().catch((err: Error) => this.opts.logger.error(`snapuserd: ${handler.misc}: close: ${err.message}`, { misc: handler.misc }));
     this.opts.logger.info(`snapuserd: ${handler.misc}: handler gone with its target`, { misc: handler.misc });
     this.wakeIdle();
@@ -124,12 +147,92 @@ export class HandlerRegistry {
     if (!handler) throw new VabError('ENOTFOUND', `no handler for ${misc}`);
     this.handlers.delete(misc);
     try {
+      await handler.merge.stop();
+      if (handler.merge.isComplete && handler.served) this.mergedAndGone++;
       await handler.served?.stop();
       await handler.device.snapshot.close();
     } finally {
       this.wakeIdle();
     }
     this.opts.logger.info(`snapuserd: ${misc}: deleted`, { misc });
+  }
+
+  /**
+   * A merge interrupted by a crash or a restart: reads must see what it did (merged ops from the
+   * base, a staged window from scratch) before it is initiated again.
+   */
+  private async restoreMergeView(handler: Handler): Promise<void> {
+    const cow = handler.device.snapshot.cow;
+    let scratch: RandomAccessFile | undefined;
+    if (cow.header.bufferSize === 0) scratch = await openFile(scratchPathFor(handler.cowPath), 'r').catch(() => undefined);
+    try {
+      const order = cow.mergeOrder().ops;
+      const staged = await stagedWindowToReplay(cow, order, scratch);
+      if (cow.header.numMergeOps === 0 && !staged) return;
+      this.viewOf(handler, order).restore(cow.header.numMergeOps, staged);
+      this.opts.logger.info(`snapuserd: ${handler.misc}: an interrupted merge left ${cow.header.numMergeOps} ops merged${staged ? ` and ${staged.count} staged` : ''}`, { misc: handler.misc });
+    } finally {
+      await scratch?.close();
+    }
+  }
+
+  private viewOf(handler: Handler, order?: Uint32Array): MergeView {
+    if (!handler.merge.view) {
+      const cow = handler.device.snapshot.cow;
+      const view = new MergeView(order ?? cow.mergeOrder().ops, cow.ops.count, cow.blockSize);
+      handler.merge.view = view;
+      handler.device.mergeView = view;
+    }
+    return handler.merge.view;
+  }
+
+  /** initiate_merge: queued for one of the merge slots; the handler must be serving. */
+  async initiateMerge(misc: string): Promise<void> {
+    const handler = this.handlers.get(misc);
+    if (!handler) throw new VabError('ENOTFOUND', `no handler for ${misc}`);
+    if (!handler.served) throw new VabError('ESTATE', `handler ${misc} is not attached to its dm-user target (start it first)`);
+    if (handler.merge.isRunning || handler.merge.isQueued) return;
+    this.viewOf(handler);
+    handler.merge.queue();
+    this.mergeQueue.push(handler);
+    this.pumpMerges();
+  }
+
+  private pumpMerges(): void {
+    while (this.activeMerges < MAX_CONCURRENT_MERGES && this.mergeQueue.length > 0) {
+      const handler = this.mergeQueue.shift()!;
+      if (this.handlers.get(handler.misc) !== handler || !handler.merge.isQueued) continue;
+      this.activeMerges++;
+      void handler.merge.start().finally(() => {
+        this.activeMerges--;
+        this.pumpMerges();
+      });
+    }
+  }
+
+  /** Android's GetMergePercentage: running handlers' percents, and 100 for each merged one that has gone. */
+  mergePercent(): number {
+    let sum = 0;
+    let live = 0;
+    for (const handler of this.handlers.values()) {
+      if (!handler.served) continue;
+      sum += handler.merge.percent;
+      live++;
+    }
+    const total = live + this.mergedAndGone;
+    return total === 0 ? 0 : (this.mergedAndGone * 100 + sum) / total;
+  }
+
+  mergeStatus(misc: string): MergeStatusString | undefined {
+    return this.handlers.get(misc)?.merge.status();
+  }
+
+  pauseMerge(): void {
+    for (const handler of this.handlers.values()) handler.merge.pause();
+  }
+
+  resumeMerge(): void {
+    for (const handler of this.handlers.values()) handler.merge.resume();
   }
 
   has(misc: string): boolean {

@@ -1,6 +1,8 @@
 import { DmUserResponse, SECTOR_SIZE } from '../dmuser/constants';
 import { SnapshotReader } from '../cow/snapshot-reader';
+import type { MergeProgress } from '../cow/materialize';
 import { VabError } from '../util/errors';
+import type { MergeView } from './merge/view';
 import type { BlockDevice } from './block-device';
 
 /**
@@ -12,6 +14,8 @@ export class SnapshotDevice implements BlockDevice {
   readonly otherRequests = DmUserResponse.Error;
   /** Bounce buffers for reads that do not start or end on a block boundary. */
   private readonly bounce: Buffer[] = [];
+  /** While a merge runs (or after one was interrupted): what each read goes by. */
+  mergeView: MergeView | undefined;
 
   constructor(
     readonly snapshot: SnapshotReader,
@@ -25,11 +29,20 @@ export class SnapshotDevice implements BlockDevice {
       throw new VabError('EINVAL_INPUT', `read of ${dst.length} bytes at sector ${sector} runs past the ${this.sectors}-sector device`);
     }
     if (dst.length === 0) return;
+    const view = this.mergeView?.enter();
+    try {
+      await this.readAt(offset, dst, view);
+    } finally {
+      if (view) this.mergeView!.leave(view);
+    }
+  }
+
+  private async readAt(offset: number, dst: Buffer, view: MergeProgress | undefined): Promise<void> {
     const bs = this.snapshot.blockSize;
     const first = Math.floor(offset / bs);
     const end = Math.ceil((offset + dst.length) / bs);
     if (offset % bs === 0 && dst.length % bs === 0) {
-      await this.snapshot.readBlocks(first, end - first, dst);
+      await this.snapshot.readBlocks(first, end - first, dst, 0, view);
       return;
     }
     // Unaligned: produce the covering blocks, send only the part asked for.
@@ -37,7 +50,7 @@ export class SnapshotDevice implements BlockDevice {
     let bounce = this.bounce.pop();
     if (!bounce || bounce.length < size) bounce = Buffer.allocUnsafe(Math.max(size, 64 * 1024));
     try {
-      await this.snapshot.readBlocks(first, end - first, bounce);
+      await this.snapshot.readBlocks(first, end - first, bounce, 0, view);
       bounce.copy(dst, 0, offset - first * bs, offset - first * bs + dst.length);
     } finally {
       this.bounce.push(bounce);

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createCow } from '../../src/cow/create';
-import { mergeFiles } from '../../src/cow/merge';
+import { mergeFiles, mergeInPlace, scratchPathFor } from '../../src/cow/merge';
 import { CowReader } from '../../src/cow/reader';
 import { Disk, MemoryFile, PowerCut, textLike } from './helpers';
 
@@ -77,11 +77,48 @@ describe('merging a COW into its base in place', () => {
     expect(cut).toBeGreaterThan(10);
   });
 
-  it('merges a COW without a scratch region', async () => {
+  it('refuses to merge the copies of a COW without a scratch region when no scratch file is given', async () => {
     await createCow(path.join(dir, 'old'), path.join(dir, 'new'), path.join(dir, 'plain.cow'), { scratchSpace: false });
     const base = new MemoryFile('base', oldImage);
-    await mergeFiles(new MemoryFile('cow', await fs.readFile(path.join(dir, 'plain.cow'))), base);
-    expect(base.contents().equals(newImage)).toBe(true);
+    await expect(mergeFiles(new MemoryFile('cow', await fs.readFile(path.join(dir, 'plain.cow'))), base)).rejects.toThrow(/no scratch region .* cannot be merged safely/);
+    expect(base.contents().equals(oldImage)).toBe(true);
+  });
+
+  it('merges a COW without a scratch region through a scratch file, surviving a power cut at every write', async () => {
+    const plain = await fs.readFile(path.join(dir, 'plain.cow'));
+    let cut = 1;
+    for (;;) {
+      const disk = new Disk();
+      disk.cutAt = cut;
+      const cow = new MemoryFile('cow', plain, disk);
+      const base = new MemoryFile('base', oldImage, disk);
+      const scratch = new MemoryFile('scratch', Buffer.alloc(0), disk);
+      const finished = await mergeFiles(cow, base, { scratch }).then(
+        () => true,
+        (err: unknown) => {
+          if (!(err instanceof PowerCut)) throw err;
+          return false;
+        },
+      );
+      if (finished) {
+        expect(base.contents().equals(newImage)).toBe(true);
+        break;
+      }
+      const baseAfter = new MemoryFile('base', base.afterCrash(false));
+      await mergeFiles(new MemoryFile('cow', cow.afterCrash(false)), baseAfter, { scratch: new MemoryFile('scratch', scratch.afterCrash(false)) });
+      expect([cut, baseAfter.contents().equals(newImage)]).toEqual([cut, true]);
+      cut++;
+    }
+    expect(cut).toBeGreaterThan(10);
+  });
+
+  it('mergeInPlace keeps its scratch file beside the COW and removes it when done', async () => {
+    const base = path.join(dir, 'plain.base');
+    await fs.writeFile(base, oldImage);
+    await fs.copyFile(path.join(dir, 'plain.cow'), path.join(dir, 'plain2.cow'));
+    await mergeInPlace(path.join(dir, 'plain2.cow'), base);
+    expect((await fs.readFile(base)).equals(newImage)).toBe(true);
+    await expect(fs.stat(scratchPathFor(path.join(dir, 'plain2.cow')))).rejects.toThrow(/ENOENT/);
   });
 
   it('refuses a merge order that is not safe in place', async () => {
