@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { forceUnmountUnder } from '../../fuse/cleanup';
 import { VabError } from '../../util/errors';
-import { ChildHandle, start } from '../../util/exec';
+import { ChildHandle, run, start } from '../../util/exec';
 import { builtModule } from '../../util/package-root';
-import { dmctl, spawnKernel, spawnVab, vab } from '../vab-processes';
+import { VAB_BIN, dmctl, spawnKernel, spawnVab, vab } from '../vab-processes';
 import { Rng } from './rng';
 
 /** Extra `vab kernel` flags from the environment: how a test hands the runner a broken kernel. */
@@ -120,6 +120,23 @@ export class World {
       throw err;
     });
     return daemon;
+  }
+
+  /** `vab snapuserd` with its control socket; resolves once it listens. */
+  async startSocketDaemon(): Promise<ChildHandle> {
+    const daemon = spawnVab(['snapuserd', '--run', this.run, '--log', this.path(`snapuserd-${this.children.length}.log`)], 'vab snapuserd');
+    this.children.push(daemon);
+    await daemon.waitForLine(/^vab snapuserd: ready/, 15_000).catch(async (err) => {
+      daemon.signal('SIGKILL');
+      throw err;
+    });
+    return daemon;
+  }
+
+  /** One snapuserd control command through `vab snapctl`; its reply. */
+  async snapctl(command: string): Promise<string> {
+    const r = await run(process.execPath, [VAB_BIN, 'snapctl', '--run', this.run, command], { timeoutMs: 30_000 });
+    return r.stdout.trim();
   }
 
   startReader(file: string, expected: string, opts: { mode: 'seq' | 'random'; count: number; stopOnError: boolean; block?: number }): Reader {
