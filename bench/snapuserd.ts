@@ -5,7 +5,6 @@
  * time `init` takes for a COW of 1,000,000 ops, and the memory its index holds.
  *   node dist/bench/snapuserd.js [--size-mib 256] [--random-reads 4000] [--init-ops 1000000] [--json]
  */
-import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import { ChildHandle, start } from '../src/util/exec';
 import { nullLogger } from '../src/util/log';
 import { ReadFigures, measureReads } from './support/read-figures';
 import { BenchReport, parseBenchArgs } from './support/report';
+import { writeUpdateImages as writeImages } from './support/update-images';
 
 const MiB = 1024 * 1024;
 const BS = 4096;
@@ -33,34 +33,6 @@ interface Args {
  * OLD: random blocks (like compressed files in a filesystem). NEW: 30% of blocks changed to
  * half-compressible data (Replace), 5% moved (Copy), 5% zeroed, the rest as they were.
  */
-async function writeImages(oldPath: string, newPath: string, size: number): Promise<void> {
-  const oldFile = await fsp.open(oldPath, 'w');
-  const newFile = await fsp.open(newPath, 'w');
-  try {
-    for (let offset = 0; offset < size; offset += MiB) {
-      const old = randomBytes(MiB);
-      const next = Buffer.from(old);
-      for (let b = 0; b < MiB / BS; b++) {
-        const kind = randomInt(100);
-        const at = b * BS;
-        if (kind < 30) {
-          randomBytes(BS / 2).copy(next, at);
-          next.fill(0x20, at + BS / 2, at + BS);
-        } else if (kind < 35) {
-          old.copy(next, at, ((b + 3) % (MiB / BS)) * BS, ((b + 3) % (MiB / BS)) * BS + BS);
-        } else if (kind < 40) {
-          next.fill(0, at, at + BS);
-        }
-      }
-      await oldFile.write(old, 0, MiB, offset);
-      await newFile.write(next, 0, MiB, offset);
-    }
-  } finally {
-    await oldFile.close();
-    await newFile.close();
-  }
-}
-
 /** A COW of `ops` ops (Copy and Zero, no data) over a sparse base; init time and index memory. */
 async function measureInit(work: string, ops: number): Promise<{ ops: number; initMs: number; indexMiB: number }> {
   const cowPath = path.join(work, 'init.cow');
