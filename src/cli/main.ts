@@ -9,6 +9,7 @@ import { registerStatusCommand } from './commands/status';
 import { registerDeviceCommands } from './commands/device';
 import { registerCrashtestCommand } from './commands/crashtest';
 import { registerSnapctlCommand } from './commands/snapctl';
+import { registerApplyCommands } from './commands/apply';
 
 /** The `vab` command: each command module parses its flags and calls one library function. */
 export function buildProgram(): Command {
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerDeviceCommands(program);
   registerCrashtestCommand(program);
   registerSnapctlCommand(program);
+  registerApplyCommands(program);
   return program;
 }
 

@@ -145,6 +145,11 @@ export class CowWriter {
     return this.header.opCount + this.cachedOpCount;
   }
 
+  /** The newest resume point's label (where a resumed writer goes on from), if any. */
+  get lastLabel(): bigint | undefined {
+    return this.resumePoints[this.resumePoints.length - 1]?.label;
+  }
+
   get headerSnapshot(): Readonly<CowHeader> {
     return { ...this.header };
   }

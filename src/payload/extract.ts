@@ -139,10 +139,11 @@ async function extractPartition(
 const PREPARE_AHEAD = 4;
 
 /**
- * Runs a partition's operations against any writer. Up to PREPARE_AHEAD ops are read, checked
- * and decompressed at once (decoders run off the main thread); their results reach the writer
- * strictly in op order. The first failure stops the partition; ops prepared after it are
- * discarded unwritten.
+ * Runs a partition's operations against any writer, from op `resume.from` (a resumed apply) on,
+ * calling `resume.afterOp` after each (a COW writer records a label there). Up to PREPARE_AHEAD
+ * ops are read, checked and decompressed at once (decoders run off the main thread); their
+ * results reach the writer strictly in op order. The first failure stops the partition; ops
+ * prepared after it are discarded unwritten.
  */
 export async function applyPartition(
   payload: PayloadFile,
@@ -151,8 +152,10 @@ export async function applyPartition(
   source?: SourceReader,
   onProgress?: (bytes: number) => void,
   decoders?: DecodePool,
+  resume: { from?: number; afterOp?: (nextOp: number) => Promise<void> } = {},
 ): Promise<void> {
   const ops = partition.operations;
+  const from = resume.from ?? 0;
   const prepare = (index: number) => {
     const op = ops[index];
     const work = payload.readBlob(op).then((blob) =>
@@ -162,11 +165,12 @@ export async function applyPartition(
     return work;
   };
   const ahead: Array<Promise<PreparedOperation>> = [];
-  for (let next = 0; next < Math.min(PREPARE_AHEAD, ops.length); next++) ahead.push(prepare(next));
-  for (let index = 0; index < ops.length; index++) {
+  for (let next = from; next < Math.min(from + PREPARE_AHEAD, ops.length); next++) ahead.push(prepare(next));
+  for (let index = from; index < ops.length; index++) {
     const prepared = await ahead.shift()!;
     if (index + PREPARE_AHEAD < ops.length) ahead.push(prepare(index + PREPARE_AHEAD));
     await commitOperation(writer, prepared);
+    await resume.afterOp?.(index + 1);
     onProgress?.(totalBlocks(ops[index].dst_extents) * writer.blockSize);
   }
 }
