@@ -6,6 +6,7 @@ import { VabError } from '../util/errors';
 import { PACKAGE_ROOT } from '../util/package-root';
 import { ChildHandle, runChecked } from '../util/exec';
 import { mountReadOnly, unmountReadOnly } from './mount-readonly';
+import { SnapuserdClient } from '../snapuserd/control/client';
 import { spawnVab, vab } from './vab-processes';
 import { sha256File } from '../util/file-hash';
 
@@ -90,11 +91,20 @@ export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Prom
     print(`${handed.action} at ${handed.percent}% of post-install: it finished with no error`);
 
     print('\n== 6. vab merge, with the daemon killed mid-merge');
-    print(await cmd(['merge', '--device', d.device, '--run', d.run]));
-    const percent = await cmd(['snapctl', '--run', d.run, 'merge_percent']).catch(() => '?');
+    // Watched over one connection, so the kill can land while the merge is under way.
+    const watch = await SnapuserdClient.connect(path.join(d.run, 'snapuserd.sock'));
     const pid = Number((await fsp.readFile(path.join(d.run, 'snapuserd.pid'), 'utf8')).trim());
+    print(await cmd(['merge', '--device', d.device, '--run', d.run]));
+    let percent = 0;
+    try {
+      while (percent === 0) percent = Number.parseFloat(await watch.send('merge_percent'));
+    } finally {
+      watch.close();
+    }
     process.kill(pid, 'SIGKILL');
-    print(`SIGKILLed snapuserd at ${percent}% merged; vab boot --supervise restarts it and the merge resumes from the COW header`);
+    print(`SIGKILLed snapuserd at ${percent.toFixed(1)}% merged${percent >= 100 ? ' (the merge was already done)' : ''}`);
+    await boot.waitForLine(/restart 2\b/, 30_000);
+    print('vab boot --supervise started a new snapuserd, which resumes the merge from the COW header');
     print(await cmd(['merge', '--device', d.device, '--run', d.run, '--wait']));
 
     print('\n== 7. the result');
@@ -117,13 +127,14 @@ export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Prom
 
 /** Runs `vab postinstall --json`, does `act` once the program is a quarter through, and reports. */
 async function postinstallWith(d: { device: string; mount: string; run: string }, children: ChildHandle[], act: () => Promise<string>): Promise<{ code: number | null; action: string; percent: number; afterMs: number; error: string }> {
-  const child = spawnVab(['postinstall', '--device', d.device, '--mount', d.mount, '--run', d.run, '--json'], 'vab postinstall');
+  const child = spawnVab(['postinstall', '--device', d.device, '--mount', d.mount, '--run', d.run, '--json', '--log', path.join(d.run, 'postinstall.log')], 'vab postinstall');
   children.push(child);
   const line = await child.waitForLine((l) => l.startsWith('{') && (JSON.parse(l) as { overall?: number }).overall! >= 0.25, 60_000);
   const percent = Math.round((JSON.parse(line) as { overall: number }).overall * 100);
   const action = await act();
   const at = Date.now();
   const exit = await child.exited;
-  return { code: exit.code, action, percent, afterMs: Date.now() - at, error: child.stderr.trim().replace(/^vab: /, '') };
+  const error = child.stderr.split('\n').filter((l) => l.startsWith('vab: ')).join(' ').replace(/^vab: /, '');
+  return { code: exit.code, action, percent, afterMs: Date.now() - at, error };
 }
 

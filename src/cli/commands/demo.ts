@@ -2,7 +2,15 @@ import type { Command } from 'commander';
 import { integer } from '../options';
 
 export function registerDemoCommands(program: Command): void {
-  const demo = program.command('demo').description('guided demonstrations on built-in fixtures');
+  const demo = program.command('demo').description('guided demonstrations on devices and images made on the spot');
+  demo
+    .command('lifecycle', { isDefault: true })
+    .description('the whole update: generate a signed payload, apply it, boot the snapshots, post-install with the daemon killed and handed off, merge with the daemon killed')
+    .option('--work <dir>', 'work in this directory and keep it (default: a temporary one, removed)')
+    .action(async (opts: { work?: string }) => {
+      const { runLifecycleDemo } = require('../../ota/demo-lifecycle') as typeof import('../../ota/demo-lifecycle');
+      await runLifecycleDemo({ workDir: opts.work });
+    });
   demo
     .command('runtime')
     .description('serve a filesystem through vab kernel + a daemon, kill the daemon, restart it supervised')

@@ -31,8 +31,27 @@ export async function switchToBase(m: MergeLink, partition: string): Promise<voi
   if (reply !== 'success') m.logger.warn('snapuserd did not delete the merged handler', { partition, misc: entry.misc, reply });
 }
 
+/** Commands whose second field names a handler: libsnapshot names partitions, snapuserd misc names. */
+const NAMES_A_HANDLER = new Set(['getstatus', 'initiate_merge', 'delete', 'start']);
+
+/**
+ * The daemon as SnapshotManager sees it: partition names are turned into the dm-user misc names
+ * the running boot serves them under (they change with every handoff), read from boot.json at
+ * each request.
+ */
+export function partitionNamedControl(m: MergeLink): DaemonControl {
+  return {
+    async request(command) {
+      const [verb, name, ...rest] = command.split(',');
+      if (!NAMES_A_HANDLER.has(verb) || name === undefined || rest.length > 0) return m.control.request(command);
+      const target = (await readBootRecord(m.run)).targets.find((t) => t.name === name);
+      return m.control.request(`${verb},${target?.misc ?? name}`);
+    },
+  };
+}
+
 export function mergeManager(m: MergeLink): SnapshotManager {
-  return new SnapshotManager({ device: m.device, daemon: m.control, command: m.command ?? 'vab merge', logger: m.logger, onMergeComplete: (name) => switchToBase(m, name), pollIntervalMs: 250 });
+  return new SnapshotManager({ device: m.device, daemon: partitionNamedControl(m), command: m.command ?? 'vab merge', logger: m.logger, onMergeComplete: (name) => switchToBase(m, name), pollIntervalMs: 250 });
 }
 
 /**

@@ -60,5 +60,7 @@ export async function mergeDevice(options: MergeOptions): Promise<MergeOutcome> 
     if (Number.isFinite(percent)) options.onPercent(percent);
   };
   const r = await manager.processUpdateState({ onPoll: () => void report(), signal: options.signal });
-  return { state: updateStateText(r.state), initiated, failure: r.failureCode === MergeFailureCode.Ok ? undefined : mergeFailureText(r.failureCode) };
+  if (r.state === UpdateState.MergeFailed) return { state: updateStateText(r.state), initiated, failure: mergeFailureText(r.failureCode) };
+  // MergeCompleted is what the last poll saw; the cleanup after it leaves the device at None.
+  return { state: updateStateText(await manager.updateState()), initiated, failure: r.failureCode === MergeFailureCode.Ok ? undefined : mergeFailureText(r.failureCode) };
 }

@@ -29,6 +29,11 @@ export class RuntimeLink {
     await removeTarget(this.run, name);
   }
 
+  /** A control connection per request to whatever daemon listens on `socket` then. */
+  daemonAt(socket: string): DaemonControl {
+    return daemonControl(socket);
+  }
+
   /** snapuserd's control socket (its default place unless told), checked to answer before it is used. */
   async connectDaemon(socket = path.join(this.run, 'snapuserd.sock')): Promise<DaemonControl> {
     (await SnapuserdClient.connect(socket)).close();

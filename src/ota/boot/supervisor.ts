@@ -51,8 +51,16 @@ export class SnapuserdSupervisor {
     return path.join(this.o.run, 'snapuserd.sock');
   }
 
+  /**
+   * Starts a daemon and gives it the snapshots under their current misc names. It listens on a
+   * socket of its own until then, and only takes the usual name once every handler is started:
+   * a client retrying the socket of a dead daemon never meets one that does not know its handlers.
+   */
   async start(): Promise<void> {
-    this.current = await this.launch(this.socket, await this.o.snapshots(), (t) => t.misc);
+    const pending = path.join(this.o.run, 'snapuserd-starting.sock');
+    const running = await this.launch(pending, await this.o.snapshots(), (t) => t.misc);
+    await fs.rename(pending, this.socket);
+    this.current = running;
     await writeBootRecord(this.o.record);
   }
 
@@ -92,7 +100,9 @@ export class SnapuserdSupervisor {
    */
   private async launch(socket: string, snapshots: Map<string, { cow: string; image: string }>, misc: (t: BootedTarget) => string, prepare?: (t: BootedTarget) => Promise<void>): Promise<Running> {
     const child = await spawnSnapuserd(this.o.run, path.join(this.o.run, 'snapuserd.log'), socket);
-    const running: Running = { child, control: await this.o.link.connectDaemon(socket), retiring: false };
+    // Requests go to the usual name: the socket is renamed there once the handlers are started.
+    const setup = await this.o.link.connectDaemon(socket);
+    const running: Running = { child, control: this.o.link.daemonAt(this.socket), retiring: false };
     try {
       for (const target of this.o.record.targets) {
         const files = snapshots.get(target.name);
@@ -102,9 +112,9 @@ export class SnapuserdSupervisor {
         }
         await prepare?.(target);
         target.misc = misc(target);
-        const reply = await running.control.request(`init,${target.misc},${files.cow},${files.image},${files.image}`);
+        const reply = await setup.request(`init,${target.misc},${files.cow},${files.image},${files.image}`);
         if (!reply.startsWith('success,')) throw new VabError('ESTATE', `snapuserd refused partition ${target.name} (init: ${reply}); see ${path.join(this.o.run, 'snapuserd.log')}`);
-        const started = await running.control.request(`start,${target.misc}`);
+        const started = await setup.request(`start,${target.misc}`);
         if (started !== 'success') throw new VabError('ESTATE', `snapuserd could not start partition ${target.name} (start: ${started})`);
       }
     } catch (err) {
