@@ -49,6 +49,9 @@ export async function mergeDevice(options: MergeOptions): Promise<MergeOutcome> 
     initiated = true;
     state = r.state;
     if (r.state === UpdateState.MergeFailed) return { state: updateStateText(r.state), initiated, failure: mergeFailureText(r.failureCode) };
+  } else if (state === UpdateState.None && options.wait) {
+    // Waiting for a merge that already finished (the boot resumes and completes merges itself).
+    return { state: updateStateText(state), initiated };
   } else if (state !== UpdateState.Merging) {
     throw new VabError('ESTATE', `nothing to merge: the update is ${updateStateText(state)} (a merge starts from unverified, after vab apply and vab boot)`);
   }

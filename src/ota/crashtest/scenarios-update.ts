@@ -46,20 +46,25 @@ export const mergeKill: Scenario = {
   },
 };
 
-/** SIGKILL `vab apply` at a chosen moment, run it again: the update is the same as a clean one. */
+/** SIGKILL `vab apply` after a chosen number of ops, run it again: the update is the same as a clean one. */
 export const applyKill: Scenario = {
   name: 'apply-kill',
-  description: 'SIGKILL vab apply at a chosen point; running it again gives the same update as one clean apply',
+  description: 'SIGKILL vab apply after a chosen op; running it again gives the same update as one clean apply',
   async run({ world, rng, note }): Promise<Figures> {
     const round = await DeviceRound.create(world);
-    const delay = rng.int(50, 2500);
-    const first = spawnVab(['apply', round.fixture.payload, '--device', round.device, '--key', round.fixture.publicKey], 'vab apply');
+    const first = spawnVab(['apply', round.fixture.payload, '--device', round.device, '--key', round.fixture.publicKey, '--json'], 'vab apply');
     world.children.push(first);
-    await Promise.race([sleep(delay), first.exited]);
-    const finishedFirst = !first.running;
+    const progress = (): { ops: number; totalOps: number } | undefined => {
+      const last = [...first.lines].reverse().find((l) => l.startsWith('{"event":"progress"'));
+      return last ? (JSON.parse(last) as { ops: number; totalOps: number }) : undefined;
+    };
+    await first.waitForLine((l) => l.startsWith('{"event":"progress"'), 60_000);
+    const killAt = rng.int(1, Math.max(1, progress()!.totalOps - 1));
+    await Promise.race([first.waitForLine((l) => l.startsWith('{"event":"progress"') && (JSON.parse(l) as { ops: number }).ops >= killAt, 60_000), first.exited]);
     first.signal('SIGKILL');
     await first.exited;
-    note(finishedFirst ? `apply finished before ${delay} ms` : `SIGKILLed vab apply after ${delay} ms`);
+    const killedAt = progress()?.ops ?? 0;
+    note(`SIGKILLed vab apply after op ${killedAt} of ${progress()?.totalOps}`);
     const again = await vab(['apply', round.fixture.payload, '--device', round.device, '--key', round.fixture.publicKey], 300_000);
     note(again.stdout.trim().split('\n').pop() ?? '');
     check((await round.state()) === 'unverified', `after the second apply the update is ${await round.state()}, not unverified`);
@@ -69,6 +74,6 @@ export const applyKill: Scenario = {
       await vab(['cow', 'apply', path.join(round.device, 'data/ota', `${p}.cow`), '--base', path.join(round.device, 'super', `${p}.img`), '-o', view, '--size', String(size)], 120_000);
       check((await sha256File(view)) === (await sha256File(round.newImage(p))), `${p}: base + COW after the resumed apply is not the new image`);
     }
-    return { killed_after_ms: finishedFirst ? -1 : delay };
+    return { killed_after_op: killedAt };
   },
 };
