@@ -1,4 +1,3 @@
-import { RandomAccessFile } from '../../src/cow/file';
 
 /**
  * Little-endian byte builder for expected bytes, written independently of the encoders under test:
@@ -38,93 +37,7 @@ export class Bytes {
   }
 }
 
-/** Thrown by a MemoryFile when the simulated machine loses power. */
-export class PowerCut extends Error {}
-
-/**
- * Counts writes across every file on it and cuts the power at write number `cutAt` (that write
- * and everything after it never happen).
- */
-export class Disk {
-  writes = 0;
-  cutAt = Infinity;
-
-  beforeWrite(): void {
-    if (++this.writes >= this.cutAt) throw new PowerCut(`power cut at write ${this.writes}`);
-  }
-}
-
-/**
- * An in-memory file that remembers what was last fsynced. After a power cut `afterCrash` gives
- * the content a reboot could find: only the synced bytes, or every write that happened.
- */
-export class MemoryFile implements RandomAccessFile {
-  private data: Buffer;
-  private length: number;
-  private synced: Buffer;
-
-  constructor(
-    readonly path: string,
-    initial: Buffer = Buffer.alloc(0),
-    private readonly disk: Disk = new Disk(),
-  ) {
-    this.data = Buffer.from(initial);
-    this.length = initial.length;
-    this.synced = Buffer.from(initial);
-  }
-
-  contents(): Buffer {
-    return Buffer.from(this.data.subarray(0, this.length));
-  }
-
-  afterCrash(keepUnsynced: boolean): Buffer {
-    return keepUnsynced ? this.contents() : Buffer.from(this.synced);
-  }
-
-  async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const n = Math.max(0, Math.min(length, this.length - position));
-    buffer.set(this.data.subarray(position, position + n), offset);
-    return n;
-  }
-
-  async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<void> {
-    this.disk.beforeWrite();
-    this.ensure(position + length);
-    this.data.set(buffer.subarray(offset, offset + length), position);
-    this.length = Math.max(this.length, position + length);
-  }
-
-  async writev(buffers: readonly Uint8Array[], position: number): Promise<void> {
-    for (const b of buffers) {
-      await this.write(b, 0, b.length, position);
-      position += b.length;
-    }
-  }
-
-  async sync(): Promise<void> {
-    this.synced = this.contents();
-  }
-
-  async truncate(length: number): Promise<void> {
-    this.disk.beforeWrite();
-    this.ensure(length);
-    if (length < this.length) this.data.fill(0, length, this.length);
-    this.length = length;
-  }
-
-  async size(): Promise<number> {
-    return this.length;
-  }
-
-  async close(): Promise<void> {}
-
-  private ensure(size: number): void {
-    if (size <= this.data.length) return;
-    const next = Buffer.alloc(Math.max(size, this.data.length * 2));
-    this.data.copy(next, 0, 0, this.length);
-    this.data = next;
-  }
-}
+export { Disk, MemoryFile, PowerCut } from '../../src/cow/testing/memory-file';
 
 /** Deterministic pseudo-random bytes (xorshift32), so tests need no fixtures. */
 export function pseudoRandom(length: number, seed: number): Buffer {

@@ -3,9 +3,10 @@ import type { Scenario } from './scenario';
 import { killDuringIo, lateDaemon, noDaemon } from './scenarios-io';
 import { postinstallAndroid, postinstallHandoff, postinstallNoDaemon, postinstallSupervised } from './scenarios-postinstall';
 import { applyKill, mergeKill } from './scenarios-update';
+import { mergePowercut } from './scenarios-powercut';
 
 /** Every scenario, in the order a full run takes them. */
-export const SCENARIOS: readonly Scenario[] = [killDuringIo, lateDaemon, noDaemon, postinstallAndroid, postinstallHandoff, postinstallSupervised, postinstallNoDaemon, mergeKill, applyKill];
+export const SCENARIOS: readonly Scenario[] = [killDuringIo, lateDaemon, noDaemon, postinstallAndroid, postinstallHandoff, postinstallSupervised, postinstallNoDaemon, mergeKill, mergePowercut, applyKill];
 
 export function selectScenarios(names: readonly string[]): Scenario[] {
   if (names.length === 0) return [...SCENARIOS];
