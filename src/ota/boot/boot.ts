@@ -50,7 +50,7 @@ export async function bootDevice(options: BootOptions): Promise<BootedDevice> {
   await fs.mkdir(run, { recursive: true, mode: 0o700 });
   const kernel = await spawnKernel({ mount, run, daemonTimeoutMs: options.daemonTimeoutMs, restartGraceMs: options.restartGraceMs, logFile: path.join(run, 'kernel.log') });
   const link = new RuntimeLink(run);
-  const record: BootRecord = { device: plan.device, mount, run, kernel_pid: kernel.pid, snapuserd_pid: 0, targets: [] };
+  const record: BootRecord = { device: plan.device, mount, run, boot_pid: process.pid, kernel_pid: kernel.pid, snapuserd_pid: 0, targets: [] };
   const resumeMerges = async (control: DaemonControl): Promise<void> => {
     const r = await resumeInterruptedMerge({ device: plan.device, run, control, link, logger });
     if (r) logger.info('merge state checked after the daemon started', { state: UpdateState[r.state] });
@@ -76,7 +76,7 @@ export async function bootDevice(options: BootOptions): Promise<BootedDevice> {
     await supervisor.stop();
     for (const target of record.targets) await link.removeTarget(target.name).catch((err: Error) => logger.warn('could not remove target', { target: target.name, error: err.message }));
     await kernel.stop('SIGTERM');
-    for (const file of [bootRecordPath(run), path.join(run, 'kernel.pid'), path.join(run, 'snapuserd.pid')]) await fs.rm(file, { force: true });
+    for (const file of [bootRecordPath(run), path.join(run, 'boot.pid'), path.join(run, 'kernel.pid'), path.join(run, 'snapuserd.pid')]) await fs.rm(file, { force: true });
   };
 
   try {

@@ -22,6 +22,8 @@ export interface BootRecord {
   device: string;
   mount: string;
   run: string;
+  /** The `vab boot` process: SIGHUP hands snapuserd off, SIGTERM stops the boot. */
+  boot_pid: number;
   kernel_pid: number;
   snapuserd_pid: number;
   targets: BootedTarget[];
@@ -31,9 +33,10 @@ export function bootRecordPath(run: string): string {
   return path.join(run, 'boot.json');
 }
 
-/** boot.json, plus kernel.pid and snapuserd.pid for scripts that only want a pid. */
+/** boot.json, plus boot.pid, kernel.pid and snapuserd.pid for scripts that only want a pid. */
 export async function writeBootRecord(record: BootRecord): Promise<void> {
   await writeFileAtomic(bootRecordPath(record.run), Buffer.from(JSON.stringify(record, null, 2) + '\n'));
+  await writeFileAtomic(path.join(record.run, 'boot.pid'), Buffer.from(`${record.boot_pid}\n`));
   await writeFileAtomic(path.join(record.run, 'kernel.pid'), Buffer.from(`${record.kernel_pid}\n`));
   if (record.snapuserd_pid > 0) await writeFileAtomic(path.join(record.run, 'snapuserd.pid'), Buffer.from(`${record.snapuserd_pid}\n`));
 }
