@@ -34,3 +34,52 @@ export function fireAt(at: number, fire: () => void): Deadline {
     },
   };
 }
+
+/**
+ * Where the kernel's deadlines come from: the no-daemon timer, the restart grace and io_timeout.
+ * Production uses the monotonic clock; a test injects one it moves by hand, to check exactly when
+ * a timer fires.
+ */
+export interface Clock {
+  now(): number;
+  fireAt(at: number, fire: () => void): Deadline;
+}
+
+export const monotonicClock: Clock = { now, fireAt };
+
+/**
+ * A clock that moves only when told (`advance`), firing due timers in time order; for tests of
+ * timer behaviour that must not depend on how loaded the machine is.
+ */
+export class ManualClock implements Clock {
+  private time = 0;
+  private timers: Array<{ at: number; fire: () => void; id: number }> = [];
+  private nextId = 0;
+
+  now(): number {
+    return this.time;
+  }
+
+  fireAt(at: number, fire: () => void): Deadline {
+    const id = this.nextId++;
+    this.timers.push({ at, fire, id });
+    return { cancel: () => (this.timers = this.timers.filter((t) => t.id !== id)) };
+  }
+
+  /** Moves time forward by `ms`, firing each timer due by then, earliest first (ties: first armed). */
+  advance(ms: number): void {
+    const until = this.time + ms;
+    for (;;) {
+      const due = this.timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at || a.id - b.id)[0];
+      if (!due) break;
+      this.timers = this.timers.filter((t) => t !== due);
+      this.time = Math.max(this.time, due.at);
+      due.fire();
+    }
+    this.time = until;
+  }
+
+  get pending(): number {
+    return this.timers.length;
+  }
+}

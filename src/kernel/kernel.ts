@@ -9,6 +9,7 @@ import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { targetNameProblem } from '../util/names';
 import { BufferPool } from './buffer-pool';
+import { Clock, monotonicClock } from './deadline';
 import { KernelParams, checkParam, resolveParams } from './params';
 import { LinearMapping } from './linear';
 import { KernelMessage } from './message';
@@ -19,6 +20,8 @@ export interface KernelOptions {
   runDir: string;
   params?: Partial<KernelParams>;
   logger?: Logger;
+  /** The deadlines' clock (a test's ManualClock); the monotonic clock by default. */
+  clock?: Clock;
 }
 
 /** What a block file maps to: a dm-user target and its misc endpoint, or a file (dm-linear). */
@@ -52,11 +55,13 @@ export class Kernel implements BlockFileProvider {
   private nextFileId = 2; // 1 is the FUSE root
   private readonly readBuffers = new BufferPool();
   private stopped = false;
+  private readonly clock: Clock;
 
   constructor(options: KernelOptions) {
     this.runDir = options.runDir;
     this.params = resolveParams(options.params);
     this.logger = options.logger ?? nullLogger;
+    this.clock = options.clock ?? monotonicClock;
   }
 
   /**
@@ -128,7 +133,7 @@ export class Kernel implements BlockFileProvider {
   }
 
   private async openDmUser(misc: string, size: number): Promise<Mapping> {
-    const target = new Target(misc, size / SECTOR_SIZE, this.params, this.logger);
+    const target = new Target(misc, size / SECTOR_SIZE, this.params, this.logger, this.clock);
     const endpointPath = miscEndpointPath(this.runDir, misc);
     await fs.mkdir(path.dirname(endpointPath), { recursive: true });
     const endpoint = await listenMiscEndpoint(endpointPath, (connection) => target.attach(connection));

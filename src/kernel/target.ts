@@ -1,7 +1,7 @@
 import type { MiscConnection, MiscConnectionEvents } from '../dmuser/socket-endpoint';
 import type { Logger } from '../util/log';
 import { KernelChannel } from './channel';
-import { fireAt, now } from './deadline';
+import { Clock, monotonicClock } from './deadline';
 import { KernelMessage, describeRequest, ioError } from './message';
 import type { KernelParams } from './params';
 
@@ -50,6 +50,7 @@ export class Target {
     readonly sectors: number,
     private readonly params: Readonly<KernelParams>,
     readonly logger: Logger,
+    private readonly clock: Clock = monotonicClock,
   ) {}
 
   get isRemoved(): boolean {
@@ -83,7 +84,7 @@ export class Target {
       return message.promise;
     }
     const bound = this.params.io_timeout_ms;
-    message.deadline = fireAt(now() + bound, () => this.expire(message, bound));
+    message.deadline = this.clock.fireAt(this.clock.now() + bound, () => this.expire(message, bound));
     this.queue.set(message.seq, message);
     if (this.channels.length > 0) this.pump();
     else this.armNoDaemonTimer(message);
@@ -223,14 +224,14 @@ export class Target {
     }
     // The daemon is gone. Re-arm EVERY queued message (the seed skipped those whose timer had
     // already fired while a channel was open, leaving them queued forever).
-    this.graceEnds = now() + this.params.restart_grace_ms;
+    this.graceEnds = this.clock.now() + this.params.restart_grace_ms;
     for (const message of this.queue.values()) this.armNoDaemonTimer(message);
   }
 
   private armNoDaemonTimer(message: KernelMessage): void {
     message.cancelNoDaemonTimer();
-    const at = this.hadDaemon ? this.graceEnds : now() + this.params.daemon_timeout_ms;
-    message.noDaemonTimer = fireAt(at, () => {
+    const at = this.hadDaemon ? this.graceEnds : this.clock.now() + this.params.daemon_timeout_ms;
+    message.noDaemonTimer = this.clock.fireAt(at, () => {
       message.noDaemonTimer = undefined;
       if (this.channels.length > 0 || !this.queue.has(message.seq)) return;
       this.queue.delete(message.seq);
