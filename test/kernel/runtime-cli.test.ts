@@ -31,7 +31,7 @@ describe('vab dmctl and vab passthrough against a running kernel', () => {
     expect(created).toMatchObject({ code: 0 });
     expect(created.stdout).toContain('system');
     const listed = await rt.dmctl(['list']);
-    expect(listed.stdout).toMatch(/^system\t2097152\t4096\t0\t0\t0$/m);
+    expect(listed.stdout).toMatch(/^system\t2097152\t4096\tdm-user:system\t0\t0\t0$/m);
     expect((await sh(`stat -c %s ${rt.mount}/system`)).stdout.trim()).toBe(String(2 * MiB));
 
     const duplicate = await rt.dmctl(['create', 'system', '--size', '4096']);
@@ -52,7 +52,7 @@ describe('vab dmctl and vab passthrough against a running kernel', () => {
     }
     const status = JSON.parse((await rt.dmctl(['list', '--json'])).stdout) as KernelStatus;
     expect(status.params).toEqual({ daemon_timeout_ms: 1234, restart_grace_ms: 50, io_timeout_ms: 9000, channel_window: 3, max_io_bytes: 262144 });
-    expect(status.targets).toEqual([{ name: 'system', sectors: 4096, channels: 0, queued: 0, held: 0, had_daemon: false, removed: false }]);
+    expect(status.targets).toEqual([{ name: 'system', sectors: 4096, channels: 0, queued: 0, held: 0, had_daemon: false, removed: false, kind: 'dm-user', misc: 'system' }]);
     expect(status.mount).toBe(rt.mount);
 
     expect((await rt.dmctl(['remove', 'system'])).code).toBe(0);
