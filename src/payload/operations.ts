@@ -4,7 +4,7 @@ import { bspatch } from './bsdiff-format';
 import { Compression } from './codecs';
 import { DecodePool, dataHashMismatch, verifyAndDecompressHere } from './codec-pool';
 import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
-import { STREAM_MIN_BYTES, streamDecodeToExtents } from './stream-decode';
+import { STREAM_MIN_BYTES, StreamedCodec, streamDecodeToExtents } from './stream-decode';
 import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
 /** Everything an operation needs; `blob` is its data, already read from the payload. */
@@ -56,12 +56,12 @@ export function unsupportedOpError(partition: string, index: number, op: Install
  * What an operation does to the partition, computed but not yet written. Preparing is the
  * expensive part (hash checks, decompression, patching, source reads) and may run for several
  * ops at once; committing hands the result to the writer, strictly in op order. A large
- * REPLACE_XZ/ZSTD op ('stream') is only hash-checked when prepared: it decodes as it is committed,
+ * REPLACE_XZ/ZSTD/BZ op ('stream') is only hash-checked when prepared: it decodes as it is committed,
  * so its output never sits whole in memory.
  */
 export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
-  | { kind: 'stream'; ctx: PrepareContext; codec: 'xz' | 'zstd'; blob: Buffer; bytes: number }
+  | { kind: 'stream'; ctx: PrepareContext; codec: StreamedCodec; blob: Buffer; bytes: number }
   | { kind: 'zero'; extents: Extent[] }
   | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
 
@@ -77,7 +77,7 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
   if (!SUPPORTED_OPS.has(op.type)) throw unsupportedOpError(ctx.partition, ctx.index, op, ctx.file);
   const dstBytes = totalBlocks(op.dst_extents) * blockSize;
   const codec = REPLACE_CODEC[op.type];
-  if ((codec === 'xz' || codec === 'zstd') && dstBytes >= STREAM_MIN_BYTES) {
+  if ((codec === 'xz' || codec === 'zstd' || codec === 'bz2') && dstBytes >= STREAM_MIN_BYTES) {
     return { kind: 'stream', ctx, codec, blob: checkedBlob(ctx), bytes: dstBytes };
   }
   if (codec) {

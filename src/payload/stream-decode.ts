@@ -2,14 +2,18 @@ import { VabError } from '../util/errors';
 import { decodeFailure, LzmaNativeModule, OVERFLOW } from './bounded-decode';
 import type { Extent } from './manifest';
 import type { PartitionWriter } from './partition-io';
+import { bzip2Pieces } from './bzip2';
 
 /**
- * Large REPLACE_XZ and REPLACE_ZSTD ops are decoded while they are written, as update_engine's
+ * Large REPLACE_XZ, REPLACE_ZSTD and REPLACE_BZ ops are decoded while they are written, as update_engine's
  * extent writers do, so an op costs a fixed buffer instead of its whole output: a payload of a
  * few KB may legitimately fill a large partition with zeros. Smaller ops (AOSP's and vab's
  * generators cut 1-2 MiB chunks) keep the faster decode-then-write path on the decode threads.
  */
 export const STREAM_MIN_BYTES = 4 * 1024 * 1024;
+
+/** The codecs whose ops are streamed. */
+export type StreamedCodec = 'xz' | 'zstd' | 'bz2';
 const PIECE_OUTPUT = 1024 * 1024;
 
 interface ZstdStreaming {
@@ -24,6 +28,11 @@ const zstd = require('zstd-napi/binding') as ZstdStreaming;
 
 /** Decoded output in the order it comes; each array is what one step produced. */
 type Steps = Generator<Buffer[], void, undefined>;
+
+/** bzip2 through vab's streaming decoder (src/payload/bzip2.ts): one block's state at a time. */
+function* bz2Steps(data: Uint8Array, limit: number): Steps {
+  for (const piece of bzip2Pieces(data, limit)) yield [piece];
+}
 
 function* xzSteps(data: Uint8Array): Steps {
   const PIECE = 512;
@@ -135,10 +144,10 @@ class ExtentSink {
  * ECORRUPT as soon as the output passes `limit` (nothing past the extents is ever written) or
  * when it ends short of it.
  */
-export async function streamDecodeToExtents(kind: 'xz' | 'zstd', data: Buffer, limit: number, writer: PartitionWriter, extents: readonly Extent[]): Promise<void> {
+export async function streamDecodeToExtents(kind: StreamedCodec, data: Buffer, limit: number, writer: PartitionWriter, extents: readonly Extent[]): Promise<void> {
   const sink = new ExtentSink(writer, extents);
   try {
-    for (const step of kind === 'xz' ? xzSteps(data) : zstdSteps(data, limit)) {
+    for (const step of kind === 'xz' ? xzSteps(data) : kind === 'zstd' ? zstdSteps(data, limit) : bz2Steps(data, limit)) {
       const size = step.reduce((n, b) => n + b.length, 0);
       if (sink.written + size > limit) throw new Error(`${OVERFLOW} ${limit} bytes`);
       for (const chunk of step) await sink.push(chunk);

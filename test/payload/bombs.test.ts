@@ -151,5 +151,20 @@ describe('decompression bombs are refused early with a typed error', () => {
       expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
       expect(result.elapsedMs).toBeLessThan(REFUSAL_MS);
     });
+
+    it('a legitimate REPLACE_BZ op filling 256 MiB with zeros from a few hundred bytes streams within 64 MiB', async () => {
+      const size = 256 * MiB;
+      const blob = await zeroBomb(path.join(dir, 'big.bz2'), size, 'bzip2 -9');
+      expect(blob.length).toBeLessThan(4096);
+      const file = path.join(dir, 'big-bz2.bin');
+      await fs.writeFile(file, bombPayload(OpType.REPLACE_BZ, blob, { blocks: size / BLOCK }));
+      const out = path.join(dir, 'out-big-bz2');
+      const result = await vabMeasured('payload', 'extract', file, '--out', out);
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
+      expect((await fs.stat(path.join(out, 'system.img'))).size).toBe(size);
+      await fs.rm(out, { recursive: true, force: true });
+    });
   });
 });
