@@ -83,6 +83,27 @@ export function controlLimit(newSize: number): number {
  * decoded (to exactly the sizes the entries add up to).
  */
 export async function decodePatch(patch: Buffer, expectedNewSize?: number): Promise<DecodedPatch> {
+  const layout = await readPatchLayout(patch, expectedNewSize);
+  const { kinds, control, diffTotal, extraTotal } = layout;
+  const diff = await unpack(kinds[1], layout.diffStream, diffTotal, 'exact');
+  const extra = await unpack(kinds[2], layout.extraStream, extraTotal, 'exact');
+  return { format: layout.format, newSize: layout.newSize, control, diff, extra };
+}
+
+/** A patch's header and control entries, checked, with its diff and extra streams still compressed. */
+export interface PatchLayout {
+  format: DecodedPatch['format'];
+  newSize: number;
+  kinds: StreamCompression[];
+  control: ControlEntry[];
+  diffTotal: number;
+  extraTotal: number;
+  diffStream: Buffer;
+  extraStream: Buffer;
+}
+
+/** Everything decodePatch checks before it decodes the diff and extra streams (see there). */
+export async function readPatchLayout(patch: Buffer, expectedNewSize?: number): Promise<PatchLayout> {
   if (patch.length < BSDIFF_HEADER_SIZE) throw new VabError('ETRUNCATED', `bsdiff patch has ${patch.length} bytes, its header needs 32`);
   let format: DecodedPatch['format'];
   let kinds: StreamCompression[];
@@ -130,9 +151,7 @@ export async function decodePatch(patch: Buffer, expectedNewSize?: number): Prom
   if (diffTotal + extraTotal !== newSize) {
     throw new VabError('ECORRUPT', `bsdiff control stream writes ${diffTotal + extraTotal} bytes, the header says ${newSize}`);
   }
-  const diff = await unpack(kinds[1], patch.subarray(diffStart, extraStart), diffTotal, 'exact');
-  const extra = await unpack(kinds[2], patch.subarray(extraStart), extraTotal, 'exact');
-  return { format, newSize, control, diff, extra };
+  return { format, newSize, kinds, control, diffTotal, extraTotal, diffStream: patch.subarray(diffStart, extraStart), extraStream: patch.subarray(extraStart) };
 }
 
 /** Applies a patch to `old`, producing the new file (of `expectedNewSize` bytes when given). */

@@ -4,7 +4,7 @@ import { bspatch } from './bsdiff-format';
 import { Compression } from './codecs';
 import { DecodePool, dataHashMismatch, verifyAndDecompressHere } from './codec-pool';
 import { Extent, InstallOperation, OpType, opTypeName } from './manifest';
-import { STREAM_MIN_BYTES, StreamedCodec, streamDecodeToExtents } from './stream-decode';
+import { STREAM_MIN_BYTES, StreamedCodec, bspatchToExtents, extentByteReader, streamDecodeToExtents } from './stream-decode';
 import { CopyRun, PartitionWriter, SourceReader, pairRuns, readExtents, totalBlocks, writeExtents } from './partition-io';
 
 /** Everything an operation needs; `blob` is its data, already read from the payload. */
@@ -62,6 +62,7 @@ export function unsupportedOpError(partition: string, index: number, op: Install
 export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
   | { kind: 'stream'; ctx: PrepareContext; codec: StreamedCodec; blob: Buffer; bytes: number }
+  | { kind: 'patch-stream'; ctx: PrepareContext; blob: Buffer; bytes: number }
   | { kind: 'zero'; extents: Extent[] }
   | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
 
@@ -97,6 +98,11 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
       return { kind: 'copy', runs: pairRuns(op.src_extents, op.dst_extents), data: await checkedSource(ctx) };
     case OpType.SOURCE_BSDIFF:
     case OpType.BROTLI_BSDIFF: {
+      if (dstBytes >= STREAM_MIN_BYTES) {
+        // Patched as it is committed: the old blocks are hash-checked here, read again then.
+        await checkSourceHashStreaming(ctx);
+        return { kind: 'patch-stream', ctx, blob, bytes: dstBytes };
+      }
       const source = await checkedSource(ctx);
       // Both op types carry either container; the patch's magic decides, as in update_engine.
       const data = await guarded(ctx, () => bspatch(source, blob, dstBytes));
@@ -114,6 +120,11 @@ export async function commitOperation(writer: PartitionWriter, prepared: Prepare
     case 'stream': {
       const { ctx, codec, blob, bytes } = prepared;
       return guarded(ctx, () => streamDecodeToExtents(codec, blob, bytes, writer, ctx.op.dst_extents));
+    }
+    case 'patch-stream': {
+      const { ctx, blob, bytes } = prepared;
+      const readOld = extentByteReader(ctx.source!, ctx.op.src_extents, ctx.blockSize);
+      return guarded(ctx, () => bspatchToExtents(blob, bytes, totalBlocks(ctx.op.src_extents) * ctx.blockSize, readOld, writer, ctx.op.dst_extents));
     }
     case 'zero':
       for (const extent of prepared.extents) await writer.zero(extent.start_block, extent.num_blocks);
@@ -158,10 +169,30 @@ async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
   if (op.src_sha256_hash && op.src_sha256_hash.length > 0) {
     const actual = createHash('sha256').update(data).digest();
     if (!actual.equals(op.src_sha256_hash)) {
-      throw opError(ctx, 'EHASH', `source hash mismatch: old blocks hash to ${actual.toString('hex')}, manifest says ${op.src_sha256_hash.toString('hex')} (wrong or modified source image?)`);
+      throw sourceHashMismatch(ctx, actual);
     }
   }
   return data;
+}
+
+function sourceHashMismatch(ctx: PrepareContext, actual: Buffer): VabError {
+  return opError(ctx, 'EHASH', `source hash mismatch: old blocks hash to ${actual.toString('hex')}, manifest says ${ctx.op.src_sha256_hash!.toString('hex')} (wrong or modified source image?)`);
+}
+
+/** The source hash of an op whose old blocks are too many to hold: hashed a chunk at a time. */
+async function checkSourceHashStreaming(ctx: PrepareContext): Promise<void> {
+  const { op, source, blockSize } = ctx;
+  if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
+  if (!op.src_sha256_hash || op.src_sha256_hash.length === 0) return;
+  const hash = createHash('sha256');
+  const chunkBlocks = Math.max(1, Math.floor(STREAM_MIN_BYTES / 4 / blockSize));
+  for (const extent of op.src_extents) {
+    for (let done = 0; done < extent.num_blocks; done += chunkBlocks) hash.update(await source.read(extent.start_block + done, Math.min(chunkBlocks, extent.num_blocks - done)));
+  }
+  const actual = hash.digest();
+  if (!actual.equals(op.src_sha256_hash)) {
+    throw sourceHashMismatch(ctx, actual);
+  }
 }
 
 /** REPLACE data may stop short inside the last block; the rest of that block is zeros. */

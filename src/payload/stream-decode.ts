@@ -1,7 +1,8 @@
 import { VabError } from '../util/errors';
 import { decodeFailure, LzmaNativeModule, OVERFLOW } from './bounded-decode';
 import type { Extent } from './manifest';
-import type { PartitionWriter } from './partition-io';
+import type { PartitionWriter, SourceReader } from './partition-io';
+import { bspatchStream } from './bspatch-stream';
 import { bzip2Pieces } from './bzip2';
 
 /**
@@ -89,7 +90,7 @@ function* zstdSteps(data: Uint8Array, limit: number): Steps {
  * keep a buffer until its write completes, so each flush hands over its staging buffer and takes
  * a new one; memory is the staging buffer plus what the writer has in flight.
  */
-class ExtentSink {
+export class ExtentSink {
   private staging: Buffer;
   private filled = 0;
   private extent = 0;
@@ -157,5 +158,37 @@ export async function streamDecodeToExtents(kind: StreamedCodec, data: Buffer, l
     throw new VabError('ECORRUPT', decodeFailure(kind, err as Error), { cause: err });
   }
   if (sink.written !== limit) throw new VabError('ECORRUPT', `${kind} data decompresses to ${sink.written} bytes, expected ${limit}`);
+  await sink.flush();
+}
+
+/**
+ * The old file of an op (its source extents, back to back) read by byte range, a range at a time:
+ * what a streamed bspatch reads instead of the whole old file.
+ */
+export function extentByteReader(source: SourceReader, extents: readonly Extent[], blockSize: number): (offset: number, length: number) => Promise<Buffer> {
+  return async (offset, length) => {
+    const out = Buffer.alloc(length);
+    let base = 0;
+    for (const extent of extents) {
+      const bytes = extent.num_blocks * blockSize;
+      const lo = Math.max(offset, base);
+      const hi = Math.min(offset + length, base + bytes);
+      if (hi > lo) {
+        const first = Math.floor((lo - base) / blockSize);
+        const last = Math.ceil((hi - base) / blockSize);
+        const data = await source.read(extent.start_block + first, last - first);
+        data.copy(out, lo - offset, lo - base - first * blockSize, hi - base - first * blockSize);
+      }
+      base += bytes;
+      if (base >= offset + length) break;
+    }
+    return out;
+  };
+}
+
+/** A bsdiff op large enough to stream: patched a step at a time, straight along its extents. */
+export async function bspatchToExtents(patch: Buffer, newSize: number, oldSize: number, readOld: (offset: number, length: number) => Promise<Buffer>, writer: PartitionWriter, extents: readonly Extent[]): Promise<void> {
+  const sink = new ExtentSink(writer, extents);
+  await bspatchStream(patch, newSize, oldSize, readOld, (chunk) => sink.push(chunk));
   await sink.flush();
 }

@@ -23,7 +23,7 @@ describe('vab crashtest', () => {
     const json = path.join(dir, 'report.json');
     const result = await vab(['crashtest', '--seed', '11', '--json', json], { timeoutMs: 280_000 });
     expect(result.stderr).toBe('');
-    expect(result.code).toBe(0);
+    expect({ code: result.code, stdout: result.stdout }).toMatchObject({ code: 0 });
     expect(result.stdout).toMatch(/^kill-during-io +1 +1 +0 +kill_after_reads=\d+ eio_after_kill_ms=\d+/m);
     const report = JSON.parse(await fs.readFile(json, 'utf8')) as { ok: boolean; seed: number; rounds: Array<{ scenario: string; ok: boolean; figures: Record<string, number> }> };
     expect(report).toMatchObject({ ok: true, seed: 11 });
