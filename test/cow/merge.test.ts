@@ -4,7 +4,8 @@ import path from 'node:path';
 import { createCow } from '../../src/cow/create';
 import { mergeFiles, mergeInPlace, scratchPathFor } from '../../src/cow/merge';
 import { CowReader } from '../../src/cow/reader';
-import { Disk, MemoryFile, PowerCut, textLike } from './helpers';
+import { MemoryFile, textLike } from './helpers';
+import { atEveryPowerCut } from '../../src/cow/testing/memory-file';
 
 const BS = 4096;
 const BLOCKS = 40;
@@ -54,27 +55,16 @@ describe('merging a COW into its base in place', () => {
     [true, false],
     [false, true],
   ])('survives a power cut at every write (unsynced COW writes kept: %s, base: %s)', async (keepCow, keepBase) => {
-    let cut = 1;
-    for (;;) {
-      const disk = new Disk();
-      disk.cutAt = cut;
-      const cow = new MemoryFile('cow', cowBytes, disk);
-      const base = new MemoryFile('base', oldImage, disk);
-      const finished = await mergeFiles(cow, base).then(
-        () => true,
-        (err: unknown) => {
-          if (!(err instanceof PowerCut)) throw err;
-          return false;
-        },
-      );
-      if (finished) break;
-      const cowAfter = new MemoryFile('cow', cow.afterCrash(keepCow));
-      const baseAfter = new MemoryFile('base', base.afterCrash(keepBase));
-      await mergeFiles(cowAfter, baseAfter);
-      expect([cut, baseAfter.contents().equals(newImage)]).toEqual([cut, true]);
-      cut++;
-    }
-    expect(cut).toBeGreaterThan(10);
+    const cuts = await atEveryPowerCut(
+      { cow: cowBytes, base: oldImage },
+      (f) => mergeFiles(f.cow, f.base),
+      async (f, cut) => {
+        await mergeFiles(f.cow, f.base);
+        expect([cut, f.base.contents().equals(newImage)]).toEqual([cut, true]);
+      },
+      (name) => (name === 'cow' ? keepCow : keepBase),
+    );
+    expect(cuts).toBeGreaterThan(10);
   });
 
   it.each([1, 2, 3])('survives a power cut at every write with each unsynced write kept or lost at random (seed %i)', async (seed) => {
@@ -83,25 +73,16 @@ describe('merging a COW into its base in place', () => {
       x = (x * 1103515245 + 12345) >>> 0;
       return x / 2 ** 32;
     };
-    let cut = 1;
-    for (;; cut++) {
-      const disk = new Disk();
-      disk.cutAt = cut;
-      const cow = new MemoryFile('cow', cowBytes, disk);
-      const base = new MemoryFile('base', oldImage, disk);
-      const finished = await mergeFiles(cow, base).then(
-        () => true,
-        (err: unknown) => {
-          if (!(err instanceof PowerCut)) throw err;
-          return false;
-        },
-      );
-      if (finished) break;
-      const baseAfter = new MemoryFile('base', base.afterCrash(random));
-      await mergeFiles(new MemoryFile('cow', cow.afterCrash(random)), baseAfter);
-      expect([cut, baseAfter.contents().equals(newImage)]).toEqual([cut, true]);
-    }
-    expect(cut).toBeGreaterThan(6);
+    const cuts = await atEveryPowerCut(
+      { cow: cowBytes, base: oldImage },
+      (f) => mergeFiles(f.cow, f.base),
+      async (f, cut) => {
+        await mergeFiles(f.cow, f.base);
+        expect([cut, f.base.contents().equals(newImage)]).toEqual([cut, true]);
+      },
+      () => random,
+    );
+    expect(cuts).toBeGreaterThan(6);
   });
 
   it('refuses to merge the copies of a COW without a scratch region when no scratch file is given', async () => {
@@ -113,30 +94,19 @@ describe('merging a COW into its base in place', () => {
 
   it('merges a COW without a scratch region through a scratch file, surviving a power cut at every write', async () => {
     const plain = await fs.readFile(path.join(dir, 'plain.cow'));
-    let cut = 1;
-    for (;;) {
-      const disk = new Disk();
-      disk.cutAt = cut;
-      const cow = new MemoryFile('cow', plain, disk);
-      const base = new MemoryFile('base', oldImage, disk);
-      const scratch = new MemoryFile('scratch', Buffer.alloc(0), disk);
-      const finished = await mergeFiles(cow, base, { scratch }).then(
-        () => true,
-        (err: unknown) => {
-          if (!(err instanceof PowerCut)) throw err;
-          return false;
-        },
-      );
-      if (finished) {
-        expect(base.contents().equals(newImage)).toBe(true);
-        break;
-      }
-      const baseAfter = new MemoryFile('base', base.afterCrash(false));
-      await mergeFiles(new MemoryFile('cow', cow.afterCrash(false)), baseAfter, { scratch: new MemoryFile('scratch', scratch.afterCrash(false)) });
-      expect([cut, baseAfter.contents().equals(newImage)]).toEqual([cut, true]);
-      cut++;
-    }
-    expect(cut).toBeGreaterThan(6);
+    const whole = new MemoryFile('base', oldImage);
+    await mergeFiles(new MemoryFile('cow', plain), whole, { scratch: new MemoryFile('scratch') });
+    expect(whole.contents().equals(newImage)).toBe(true);
+    const cuts = await atEveryPowerCut(
+      { cow: plain, base: oldImage, scratch: Buffer.alloc(0) },
+      (f) => mergeFiles(f.cow, f.base, { scratch: f.scratch }),
+      async (f, cut) => {
+        await mergeFiles(f.cow, f.base, { scratch: f.scratch });
+        expect([cut, f.base.contents().equals(newImage)]).toEqual([cut, true]);
+      },
+      () => false,
+    );
+    expect(cuts).toBeGreaterThan(6);
   });
 
   it('mergeInPlace keeps its scratch file beside the COW and removes it when done', async () => {

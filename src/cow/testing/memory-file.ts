@@ -121,3 +121,35 @@ export class MemoryFile implements RandomAccessFile {
   }
 }
 
+
+/** What a reboot finds of one file after a power cut (see MemoryFile.afterCrash). */
+export type CrashOutcome = boolean | (() => number);
+
+/**
+ * The crash test every writer here goes through: `work` runs on fresh in-memory files (`initial`,
+ * by name) with the power cut at write 1, then 2, and so on, until it finishes with no cut. After
+ * each cut `recover` runs on what a reboot finds of each file (`keep` by name, see afterCrash)
+ * and checks the result. Returns how many cuts there were.
+ */
+export async function atEveryPowerCut(
+  initial: Record<string, Buffer>,
+  work: (files: Record<string, MemoryFile>) => Promise<unknown>,
+  recover: (files: Record<string, MemoryFile>, cut: number) => Promise<void>,
+  keep: (name: string) => CrashOutcome,
+): Promise<number> {
+  for (let cut = 1; ; cut++) {
+    const disk = new Disk();
+    disk.cutAt = cut;
+    const files = Object.fromEntries(Object.entries(initial).map(([name, bytes]) => [name, new MemoryFile(name, bytes, disk)]));
+    const finished = await work(files).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof PowerCut) return false;
+        throw err;
+      },
+    );
+    if (finished) return cut - 1;
+    const after = Object.fromEntries(Object.entries(files).map(([name, file]) => [name, new MemoryFile(name, file.afterCrash(keep(name)))]));
+    await recover(after, cut);
+  }
+}

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { createCow } from '../../cow/create';
 import { mergeFiles } from '../../cow/merge';
-import { Disk, MemoryFile, PowerCut } from '../../cow/testing/memory-file';
+import { MemoryFile, atEveryPowerCut } from '../../cow/testing/memory-file';
 import { Figures, Scenario, check } from './scenario';
 
 const BS = 4096;
@@ -41,30 +41,21 @@ export const mergePowercut: Scenario = {
     await fs.writeFile(world.path('new.img'), newImage);
     await createCow(world.path('old.img'), world.path('new.img'), world.path('update.cow'), { compression: 'lz4', compressionFactor: 8192, xor: true });
     const cowBytes = await fs.readFile(world.path('update.cow'));
+    const whole = new MemoryFile('base', oldImage);
+    await mergeFiles(new MemoryFile('cow', cowBytes), whole);
+    check(whole.contents().equals(newImage), 'the uninterrupted merge did not produce the new image');
     const random = (): number => rng.next();
-    let cut = 1;
-    for (;; cut++) {
-      const disk = new Disk();
-      disk.cutAt = cut;
-      const cow = new MemoryFile('cow', cowBytes, disk);
-      const base = new MemoryFile('base', oldImage, disk);
-      const finished = await mergeFiles(cow, base).then(
-        () => true,
-        (err: unknown) => {
-          if (err instanceof PowerCut) return false;
-          throw err;
-        },
-      );
-      if (finished) {
-        check(base.contents().equals(newImage), 'the uninterrupted merge did not produce the new image');
-        break;
-      }
-      const baseAfter = new MemoryFile('base', base.afterCrash(random));
-      await mergeFiles(new MemoryFile('cow', cow.afterCrash(random)), baseAfter);
-      check(baseAfter.contents().subarray(0, newImage.length).equals(newImage), `power cut at write ${cut}: after resuming, the base is not the new image`);
-    }
-    note(`${cut - 1} power cuts, each resumed`);
-    check(cut > 10, `only ${cut - 1} writes: the merge is too small to test`);
-    return { power_cuts: cut - 1 };
+    const cuts = await atEveryPowerCut(
+      { cow: cowBytes, base: oldImage },
+      (f) => mergeFiles(f.cow, f.base),
+      async (f, cut) => {
+        await mergeFiles(f.cow, f.base);
+        check(f.base.contents().subarray(0, newImage.length).equals(newImage), `power cut at write ${cut}: after resuming, the base is not the new image`);
+      },
+      () => random,
+    );
+    note(`${cuts} power cuts, each resumed`);
+    check(cuts >= 10, `only ${cuts} writes: the merge is too small to test`);
+    return { power_cuts: cuts };
   },
 };
