@@ -64,7 +64,7 @@ describe('merging a COW into its base in place', () => {
       },
       (name) => (name === 'cow' ? keepCow : keepBase),
     );
-    expect(cuts).toBeGreaterThan(10);
+    expect(cuts).toBeGreaterThanOrEqual(10);
   });
 
   it.each([1, 2, 3])('survives a power cut at every write with each unsynced write kept or lost at random (seed %i)', async (seed) => {
@@ -82,7 +82,7 @@ describe('merging a COW into its base in place', () => {
       },
       () => random,
     );
-    expect(cuts).toBeGreaterThan(6);
+    expect(cuts).toBeGreaterThanOrEqual(6);
   });
 
   it('refuses to merge the copies of a COW without a scratch region when no scratch file is given', async () => {
@@ -106,7 +106,7 @@ describe('merging a COW into its base in place', () => {
       },
       () => false,
     );
-    expect(cuts).toBeGreaterThan(6);
+    expect(cuts).toBeGreaterThanOrEqual(6);
   });
 
   it('mergeInPlace keeps its scratch file beside the COW and removes it when done', async () => {
