@@ -63,6 +63,7 @@ export type PreparedOperation =
   | { kind: 'write'; extents: Extent[]; data: Buffer }
   | { kind: 'stream'; ctx: PrepareContext; codec: StreamedCodec; blob: Buffer; bytes: number }
   | { kind: 'patch-stream'; ctx: PrepareContext; blob: Buffer; bytes: number }
+  | { kind: 'copy-stream'; ctx: PrepareContext; runs: CopyRun[] }
   | { kind: 'zero'; extents: Extent[] }
   | { kind: 'copy'; runs: CopyRun[]; data: Buffer };
 
@@ -95,6 +96,11 @@ export async function prepareOperation(ctx: PrepareContext): Promise<PreparedOpe
     case OpType.DISCARD:
       return { kind: 'zero', extents: op.dst_extents };
     case OpType.SOURCE_COPY:
+      if (dstBytes >= STREAM_MIN_BYTES) {
+        // Copied a chunk at a time when committed: an op may move a whole partition.
+        await checkSourceHashStreaming(ctx);
+        return { kind: 'copy-stream', ctx, runs: pairRuns(op.src_extents, op.dst_extents) };
+      }
       return { kind: 'copy', runs: pairRuns(op.src_extents, op.dst_extents), data: await checkedSource(ctx) };
     case OpType.SOURCE_BSDIFF:
     case OpType.BROTLI_BSDIFF: {
@@ -120,6 +126,17 @@ export async function commitOperation(writer: PartitionWriter, prepared: Prepare
     case 'stream': {
       const { ctx, codec, blob, bytes } = prepared;
       return guarded(ctx, () => streamDecodeToExtents(codec, blob, bytes, writer, ctx.op.dst_extents));
+    }
+    case 'copy-stream': {
+      const { ctx, runs } = prepared;
+      const chunk = Math.max(1, Math.floor(COPY_CHUNK_BYTES / writer.blockSize));
+      for (const run of runs) {
+        for (let done = 0; done < run.blocks; done += chunk) {
+          const n = Math.min(chunk, run.blocks - done);
+          await writer.copy(run.src + done, run.dst + done, n, await ctx.source!.read(run.src + done, n));
+        }
+      }
+      return;
     }
     case 'patch-stream': {
       const { ctx, blob, bytes } = prepared;
@@ -174,6 +191,9 @@ async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
   }
   return data;
 }
+
+/** A streamed SOURCE_COPY moves this much at a time. */
+const COPY_CHUNK_BYTES = 1 << 20;
 
 function sourceHashMismatch(ctx: PrepareContext, actual: Buffer): VabError {
   return opError(ctx, 'EHASH', `source hash mismatch: old blocks hash to ${actual.toString('hex')}, manifest says ${ctx.op.src_sha256_hash!.toString('hex')} (wrong or modified source image?)`);

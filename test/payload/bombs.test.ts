@@ -189,6 +189,36 @@ describe('decompression bombs are refused early with a typed error', () => {
       await fs.rm(out, { recursive: true, force: true });
     });
 
+    it('a 64 MiB SOURCE_COPY is copied a chunk at a time, within 64 MiB', async () => {
+      const size = 64 * MiB;
+      const old = Buffer.alloc(size);
+      for (let i = 0; i < size; i += 4096) old.writeUInt32LE(i + 1, i);
+      // One op copying the whole old image onto itself shifted by one block (the last block wraps).
+      const blocks = size / BLOCK;
+      const image = Buffer.concat([old.subarray(size - BLOCK), old.subarray(0, size - BLOCK)]);
+      const payload = rewriteManifest(bombPayload(OpType.REPLACE, Buffer.alloc(0), { old, blocks, image }), (m) => {
+        const op = m.partitions[0].operations[0];
+        op.type = OpType.SOURCE_COPY;
+        op.data_offset = undefined;
+        op.data_length = undefined;
+        op.data_sha256_hash = undefined;
+        op.src_extents = [{ start_block: blocks - 1, num_blocks: 1 }, { start_block: 0, num_blocks: blocks - 1 }];
+        op.dst_extents = [{ start_block: 0, num_blocks: blocks }];
+      });
+      const file = path.join(dir, 'big-copy.bin');
+      await fs.writeFile(file, payload);
+      const source = path.join(dir, 'copy-source');
+      await fs.mkdir(source, { recursive: true });
+      await fs.writeFile(path.join(source, 'system.img'), old);
+      const out = path.join(dir, 'out-big-copy');
+      const result = await vabMeasured('payload', 'extract', file, '--source', source, '--out', out);
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
+      expect((await fs.readFile(path.join(out, 'system.img'))).equals(image)).toBe(true);
+      await fs.rm(out, { recursive: true, force: true });
+    });
+
     it('a streamed bsdiff whose diff stream decodes past what its control entries need is refused, within 64 MiB', async () => {
       const size = 8 * MiB;
       const old = Buffer.alloc(size);
