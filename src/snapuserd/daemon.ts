@@ -76,9 +76,9 @@ export async function startSnapuserd(options: SnapuserdOptions): Promise<Snapuse
         logger: options.logger,
         onStop: () => finish('stop'),
         onDetach: () => {
-          // Android: the listener goes, the handlers serve until their devices are destroyed.
+          // Android: merges stop, the listener goes, the handlers serve until their devices are destroyed.
           options.logger.info('snapuserd: detached; exiting once every handler has ended');
-          void control?.close().then(() => registry.whenIdle()).then(() => finish('detach'));
+          void registry.stopMerges().then(() => control?.close()).then(() => registry.whenIdle()).then(() => finish('detach'));
         },
       });
     }

@@ -227,6 +227,11 @@ export class HandlerRegistry {
     return this.handlers.get(misc)?.merge.status();
   }
 
+  /** `detach`: every merge stops at its next safe point (Android's TerminateMergeThreads); reads go on. */
+  async stopMerges(): Promise<void> {
+    await Promise.all([...this.handlers.values()].map((h) => h.merge.stop()));
+  }
+
   pauseMerge(): void {
     for (const handler of this.handlers.values()) handler.merge.pause();
   }
