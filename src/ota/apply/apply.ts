@@ -1,5 +1,6 @@
 import { createHash, KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { CowReader } from '../../cow/reader';
 import { SnapshotReader } from '../../cow/snapshot-reader';
 import { DecodePool } from '../../payload/codec-pool';
 import { applyPartition } from '../../payload/extract';
@@ -241,8 +242,18 @@ async function growBases(layout: DeviceLayout, partitions: readonly PartitionUpd
   }
 }
 
-/** The snapshot view (base + COW) of the partition hashed and compared with new_partition_info. */
+/**
+ * The COW's merge order must be safe in place (Android's VerifyMergeOps), and its snapshot view
+ * (base + COW) must hash to new_partition_info.
+ */
 async function verifyPartition(layout: DeviceLayout, p: PartitionUpdate): Promise<string | undefined> {
+  const cow = await CowReader.open(layout.cow(p.partition_name));
+  try {
+    const problem = cow.verifyMergeOrder();
+    if (problem) return `the COW's merge order is not safe in place at position ${problem.position}: ${problem.message}`;
+  } finally {
+    await cow.close();
+  }
   const info = p.new_partition_info!;
   const reader = await SnapshotReader.open(layout.cow(p.partition_name), layout.image(p.partition_name), { deviceBytes: Math.ceil(info.size! / 4096) * 4096 });
   try {
