@@ -167,6 +167,26 @@ describe('decompression bombs are refused early with a typed error', () => {
       await fs.rm(out, { recursive: true, force: true });
     });
 
+    /** `vab payload extract` of `payload` over the old image `old`, measured in the child. */
+    async function extractOver(name: string, payload: Buffer, old: Buffer): Promise<{ result: Awaited<ReturnType<typeof vabMeasured>>; out: string }> {
+      const file = path.join(dir, `${name}.bin`);
+      await fs.writeFile(file, payload);
+      const source = path.join(dir, `${name}-source`);
+      await fs.mkdir(source, { recursive: true });
+      await fs.writeFile(path.join(source, 'system.img'), old);
+      const out = path.join(dir, `${name}-out`);
+      return { result: await vabMeasured('payload', 'extract', file, '--source', source, '--out', out), out };
+    }
+
+    /** The extract succeeded within the memory bound and wrote `image`. */
+    async function expectStreamed(run: { result: Awaited<ReturnType<typeof vabMeasured>>; out: string }, image: Buffer): Promise<void> {
+      expect(run.result.stderr).toBe('');
+      expect(run.result.code).toBe(0);
+      expect(run.result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
+      expect((await fs.readFile(path.join(run.out, 'system.img'))).equals(image)).toBe(true);
+      await fs.rm(run.out, { recursive: true, force: true });
+    }
+
     it('a legitimate 64 MiB BROTLI_BSDIFF op streams: old, new and decoded streams are never held whole', async () => {
       const size = 64 * MiB;
       // new = old + diff, with a diff of all ones: every byte read from the old file and changed.
@@ -175,18 +195,7 @@ describe('decompression bombs are refused early with a typed error', () => {
       const image = Buffer.from(old);
       for (let i = 0; i < size; i++) image[i] = (image[i] + 1) & 0xff;
       const diff = zlib.brotliCompressSync(Buffer.alloc(size, 1), { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } });
-      const file = path.join(dir, 'big-bsdiff.bin');
-      await fs.writeFile(file, bombPayload(OpType.BROTLI_BSDIFF, bsdf2([[size, 0, 0]], diff, size), { old, blocks: size / BLOCK, image }));
-      const source = path.join(dir, 'big-source');
-      await fs.mkdir(source, { recursive: true });
-      await fs.writeFile(path.join(source, 'system.img'), old);
-      const out = path.join(dir, 'out-big-bsdiff');
-      const result = await vabMeasured('payload', 'extract', file, '--source', source, '--out', out);
-      expect(result.stderr).toBe('');
-      expect(result.code).toBe(0);
-      expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
-      expect((await fs.readFile(path.join(out, 'system.img'))).equals(image)).toBe(true);
-      await fs.rm(out, { recursive: true, force: true });
+      await expectStreamed(await extractOver('big-bsdiff', bombPayload(OpType.BROTLI_BSDIFF, bsdf2([[size, 0, 0]], diff, size), { old, blocks: size / BLOCK, image }), old), image);
     });
 
     it('a 64 MiB SOURCE_COPY is copied a chunk at a time, within 64 MiB', async () => {
@@ -205,30 +214,14 @@ describe('decompression bombs are refused early with a typed error', () => {
         op.src_extents = [{ start_block: blocks - 1, num_blocks: 1 }, { start_block: 0, num_blocks: blocks - 1 }];
         op.dst_extents = [{ start_block: 0, num_blocks: blocks }];
       });
-      const file = path.join(dir, 'big-copy.bin');
-      await fs.writeFile(file, payload);
-      const source = path.join(dir, 'copy-source');
-      await fs.mkdir(source, { recursive: true });
-      await fs.writeFile(path.join(source, 'system.img'), old);
-      const out = path.join(dir, 'out-big-copy');
-      const result = await vabMeasured('payload', 'extract', file, '--source', source, '--out', out);
-      expect(result.stderr).toBe('');
-      expect(result.code).toBe(0);
-      expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
-      expect((await fs.readFile(path.join(out, 'system.img'))).equals(image)).toBe(true);
-      await fs.rm(out, { recursive: true, force: true });
+      await expectStreamed(await extractOver('big-copy', payload, old), image);
     });
 
     it('a streamed bsdiff whose diff stream decodes past what its control entries need is refused, within 64 MiB', async () => {
       const size = 8 * MiB;
       const old = Buffer.alloc(size);
-      const file = path.join(dir, 'big-bsdiff-bomb.bin');
       // The control entries need 8 MiB of diff; the stream holds 64 MiB.
-      await fs.writeFile(file, bombPayload(OpType.BROTLI_BSDIFF, bsdf2([[size, 0, 0]], brotliBomb, size), { old, blocks: size / BLOCK }));
-      const source = path.join(dir, 'bomb-source');
-      await fs.mkdir(source, { recursive: true });
-      await fs.writeFile(path.join(source, 'system.img'), old);
-      const result = await vabMeasured('payload', 'extract', file, '--source', source, '--out', path.join(dir, 'out-bsdiff-bomb'));
+      const { result } = await extractOver('big-bsdiff-bomb', bombPayload(OpType.BROTLI_BSDIFF, bsdf2([[size, 0, 0]], brotliBomb, size), { old, blocks: size / BLOCK }), old);
       expect(result.code).not.toBe(0);
       expect(result.stderr).toMatch(/bsdiff diff stream decompresses to more than the 8388608 bytes the control entries need \[ECORRUPT\]/);
       expect(result.maxRssBytes - baseline).toBeLessThan(MEMORY_SLACK);
