@@ -98,7 +98,8 @@ export class Kernel implements BlockFileProvider {
    * whose first daemon gets daemon_timeout_ms to attach. What the old target had queued, no channel
    * having taken it, moves to the new one; what its channels hold is still answered by the old
    * daemon (or fails if it dies); then the old endpoint goes and the old channels see the end of
-   * their messages (Android's ENOTBLK).
+   * their messages (Android's ENOTBLK). The reload returns once what the old daemon held is
+   * settled.
    */
   async reloadTarget(name: string, to: { misc?: string; linear?: string }): Promise<MappedTargetInfo> {
     if (this.stopped) throw new VabError('ESTATE', 'the kernel is shutting down');
@@ -121,6 +122,9 @@ export class Kernel implements BlockFileProvider {
         else for (const message of moved) this.adoptLinear(next.linear, message);
         this.retire(previous.target);
         await previous.endpoint.close();
+        // Like DM's suspend: the reload returns once the old daemon has answered what it held (each
+        // bounded by io_timeout_ms), so stopping that daemon next loses nothing.
+        await previous.target.heldSettled();
       } else {
         await previous.linear.close();
       }

@@ -133,6 +133,12 @@ export class Target {
     return queued;
   }
 
+  /** Settles once every message a channel holds has been answered, failed or timed out. */
+  async heldSettled(): Promise<void> {
+    const held = this.channels.flatMap((channel) => channel.liveMessages());
+    await Promise.allSettled(held.map((m) => m.promise));
+  }
+
   /** A message of the previous table continues here as a new message; the old one settles with it. */
   adopt(old: KernelMessage): void {
     const h = old.header;

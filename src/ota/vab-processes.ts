@@ -16,8 +16,9 @@ export function vab(args: readonly string[], timeoutMs = 30_000): Promise<RunRes
   return runChecked(process.execPath, [VAB_BIN, ...args], { timeoutMs });
 }
 
-export function spawnVab(args: readonly string[], label: string): ChildHandle {
-  return start(process.execPath, [VAB_BIN, ...args], { label });
+/** `newProcessGroup`: the child leads a group of its own, so it and its children can be signalled together. */
+export function spawnVab(args: readonly string[], label: string, options: { newProcessGroup?: boolean } = {}): ChildHandle {
+  return start(process.execPath, [VAB_BIN, ...args], { label, newProcessGroup: options.newProcessGroup });
 }
 
 export interface KernelOptions {

@@ -24,13 +24,18 @@ describe('kernel: reload onto a new misc name (daemon handoff)', () => {
     await sleep(20);
     expect(kernel.targets()[0]).toMatchObject({ held: 2, queued: 1 });
 
-    const info = await kernel.reloadTarget('sys', { misc: 'sys-1' });
-    expect(info).toMatchObject({ name: 'sys', kind: 'dm-user', misc: 'sys-1', queued: 1, channels: 0 });
+    // Like DM's suspend, the reload returns only once the old daemon has answered what it holds.
+    let reloaded = false;
+    const reload = kernel.reloadTarget('sys', { misc: 'sys-1' }).then((info) => ((reloaded = true), info));
+    await sleep(50);
+    expect(reloaded).toBe(false);
     expect(fileOf(kernel, 'sys')).toBe(file);
     await expect(fs.stat(path.join(env.runDir, 'dm-user', 'sys'))).rejects.toThrow(/ENOENT/);
 
     // The old daemon answers what it holds, then sees the end of its messages.
     for (const m of held) await old.respond({ ...m.header, type: DmUserResponse.Success }, patterned(4096, m.header.seq + 1));
+    const info = await reload;
+    expect(info).toMatchObject({ name: 'sys', kind: 'dm-user', misc: 'sys-1', queued: 1, channels: 0 });
     expect(await old.next()).toBeUndefined();
     await old.close();
 
@@ -64,8 +69,9 @@ describe('kernel: reload onto a new misc name (daemon handoff)', () => {
     const old = await openChannel(env.runDir, 'sys');
     const read = outcome(kernel.read(fileOf(kernel, 'sys'), 0, 512, ctx));
     await old.next();
-    await kernel.reloadTarget('sys', { misc: 'sys-1' });
+    const reload = kernel.reloadTarget('sys', { misc: 'sys-1' });
     await old.close();
+    await reload;
     expect(await read).toMatchObject({ ok: false, errno: Errno.EIO });
   });
 

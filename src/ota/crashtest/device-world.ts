@@ -43,8 +43,10 @@ export class DeviceRound {
     const args = ['boot', '--device', this.device, '--mount', this.world.mount, '--run', this.world.run, '--log', this.world.path('boot.log')];
     if (flags.supervise) args.push('--supervise');
     args.push('--restart-grace-ms', String(flags.restartGraceMs ?? 0), '--daemon-timeout-ms', String(flags.daemonTimeoutMs ?? 4000));
-    const boot = spawnVab(args, 'vab boot');
+    // Its own process group: whatever happens to the round, its kernel and daemons go with it.
+    const boot = spawnVab(args, 'vab boot', { newProcessGroup: true });
     this.world.children.push(boot);
+    this.world.groups.push(boot);
     this.boot = boot;
     await boot.waitForLine(/^vab boot: ready/, 60_000);
     return boot;

@@ -53,6 +53,8 @@ export class Reader {
  */
 export class World {
   readonly children: ChildHandle[] = [];
+  /** Children that lead a process group (vab boot and the kernel and daemons it starts). */
+  readonly groups: ChildHandle[] = [];
   kernel?: ChildHandle;
 
   private constructor(
@@ -154,6 +156,9 @@ export class World {
   }
 
   async dispose(keep: boolean): Promise<void> {
+    // A vab boot stops its daemon and kernel and unmounts on SIGTERM; the group kill takes the rest.
+    for (const group of this.groups) if (group.running) await group.stop('SIGTERM', 5_000);
+    for (const group of this.groups) group.signalGroup('SIGKILL');
     for (const child of this.children) if (child !== this.kernel) child.signal('SIGKILL');
     // Stuck readers only leave once the FUSE connection is aborted: unmount before waiting on them.
     if (this.kernel) await this.kernel.stop('SIGTERM', 5_000);
