@@ -60,9 +60,12 @@ export async function createLinearTarget(runDir: string, name: string, file: str
   return (await callKernel(runDir, { op: 'create', name, linear: file, size })) as MappedTargetInfo;
 }
 
+/** How long a reload may take: it waits for the old daemon's held IO, each bounded by io_timeout_ms. */
+const RELOAD_TIMEOUT_MS = 5 * 60_000;
+
 /** Moves block file `name` onto a new dm-user misc name (a daemon handoff) or onto a file. */
 export async function reloadTarget(runDir: string, name: string, to: { misc?: string; linear?: string }): Promise<MappedTargetInfo> {
-  return (await callKernel(runDir, { op: 'reload', name, ...to })) as MappedTargetInfo;
+  return (await callKernel(runDir, { op: 'reload', name, ...to }, RELOAD_TIMEOUT_MS)) as MappedTargetInfo;
 }
 
 export async function removeTarget(runDir: string, name: string): Promise<void> {
