@@ -116,7 +116,7 @@ export async function mergeFiles(cowFile: RandomAccessFile, base: RandomAccessFi
   const total = order.ops.length;
   const startedAt = h.numMergeOps;
   if (startedAt > total) throw corrupt(`num_merge_ops ${startedAt} exceeds the ${total} data ops`, { file: cowFile.path, offset: NUM_MERGE_OPS_OFFSET });
-  const staging = stagingFor(cowFile, h, order.ops, cow, options.scratch);
+  const staging = stagingFor(cowFile, h, cow, options.scratch);
   const hooks = options.hooks ?? {};
   const progress = options.progress ? createProgress('cow merge', total) : undefined;
   progress?.advance(startedAt);
@@ -188,11 +188,18 @@ export async function mergeFiles(cowFile: RandomAccessFile, base: RandomAccessFi
 }
 
 /** The COW's scratch region, or the given scratch file when it has none (and it has ordered ops). */
-function stagingFor(cowFile: RandomAccessFile, h: CowHeader, order: Uint32Array, cow: CowReader, scratch?: RandomAccessFile): Staging | undefined {
+function stagingFor(cowFile: RandomAccessFile, h: CowHeader, cow: CowReader, scratch?: RandomAccessFile): Staging | undefined {
   if (h.bufferSize > 0) return { file: cowFile, layout: h };
-  const needed = order.some((op) => cow.ops.type(op) === CowOpType.Copy || cow.ops.type(op) === CowOpType.Xor);
-  if (!needed || !scratch) return undefined;
+  if (!scratch || !hasOrderedOps(cow)) return undefined;
   return { file: scratch, layout: { ...h, headerSize: 0, bufferSize: BUFFER_REGION_DEFAULT_SIZE } };
+}
+
+function hasOrderedOps(cow: CowReader): boolean {
+  for (let op = 0; op < cow.ops.count; op++) {
+    const type = cow.ops.type(op);
+    if (type === CowOpType.Copy || type === CowOpType.Xor) return true;
+  }
+  return false;
 }
 
 async function stageWindow(staging: Staging, cow: CowReader, ops: Uint32Array, blocks: Buffer): Promise<void> {
@@ -264,9 +271,11 @@ async function readStagedBlocks(staging: Staging): Promise<number[]> {
  * merge order right after num_merge_ops), with its blocks: reads must take those ops from it until
  * the merge resumes, since the base may hold half of the window. Undefined when there is none.
  */
-export async function stagedWindowToReplay(cow: CowReader, order: Uint32Array, scratch?: RandomAccessFile): Promise<{ start: number; count: number; blocks: Buffer } | undefined> {
-  const staging = stagingFor(cow.file, cow.header, order, cow, scratch);
+export async function stagedWindowToReplay(cow: CowReader, mergeOrder: () => Uint32Array, scratch?: RandomAccessFile): Promise<{ start: number; count: number; blocks: Buffer } | undefined> {
+  const staging = stagingFor(cow.file, cow.header, cow, scratch);
   if (!staging || (await readState(staging)) !== ReadAheadState.Done) return undefined;
+  // Only now: a handler that starts with nothing staged never pays for the merge order.
+  const order = mergeOrder();
   const staged = await readStagedBlocks(staging);
   const start = cow.header.numMergeOps;
   if (staged.length === 0 || start + staged.length > order.length || !staged.every((b, i) => cow.ops.newBlock[order[start + i]] === b)) return undefined;

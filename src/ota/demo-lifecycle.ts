@@ -20,7 +20,6 @@ export interface LifecycleDemoOptions {
   print?: (line: string) => void;
 }
 
-const REPO = PACKAGE_ROOT;
 const PARTITIONS = ['system', 'vendor'];
 
 export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Promise<void> {
@@ -40,7 +39,7 @@ export async function runLifecycleDemo(options: LifecycleDemoOptions = {}): Prom
   try {
     print(`work directory: ${work}`);
     print('\n== 1. two versions of a device: system (erofs, with a program and a post-install script), vendor (ext4, grows)');
-    await runChecked('bash', [path.join(REPO, 'scripts/make-device.sh'), d.images, '128']);
+    await runChecked('bash', [path.join(PACKAGE_ROOT, 'scripts/make-device.sh'), d.images, '128']);
     await fsp.mkdir(path.join(d.device, 'super'), { recursive: true });
     for (const p of PARTITIONS) await fsp.copyFile(path.join(d.images, 'old', `${p}.img`), path.join(d.device, 'super', `${p}.img`));
     print(`device ${d.device}: super/system.img, super/vendor.img hold version 1.0`);

@@ -24,7 +24,6 @@ export interface RuntimeDemoOptions {
   print?: (line: string) => void;
 }
 
-const REPO = PACKAGE_ROOT;
 const MiB = 1024 * 1024;
 /** How long the supervised part leaves the target without a daemon before restarting one. */
 const RESTART_DELAY_MS = 500;
@@ -40,7 +39,7 @@ export async function runRuntimeDemo(options: RuntimeDemoOptions = {}): Promise<
   try {
     await fsp.mkdir(dirs.fs, { recursive: true });
     print(`work directory: ${work}`);
-    await runChecked('bash', [path.join(REPO, 'scripts/make-fixtures.sh'), dirs.fixtures]);
+    await runChecked('bash', [path.join(PACKAGE_ROOT, 'scripts/make-fixtures.sh'), dirs.fixtures]);
     const systemImage = path.join(work, 'system.img');
     await fsp.copyFile(path.join(dirs.fixtures, 'system.erofs'), systemImage);
     const systemSize = (await fsp.stat(systemImage)).size;

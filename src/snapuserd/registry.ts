@@ -166,10 +166,11 @@ export class HandlerRegistry {
     let scratch: RandomAccessFile | undefined;
     if (cow.header.bufferSize === 0) scratch = await openFile(scratchPathFor(handler.cowPath), 'r').catch(() => undefined);
     try {
-      const order = cow.mergeOrder().ops;
-      const staged = await stagedWindowToReplay(cow, order, scratch);
+      let order: Uint32Array | undefined;
+      const mergeOrder = (): Uint32Array => (order ??= cow.mergeOrder().ops);
+      const staged = await stagedWindowToReplay(cow, mergeOrder, scratch);
       if (cow.header.numMergeOps === 0 && !staged) return;
-      this.viewOf(handler, order).restore(cow.header.numMergeOps, staged);
+      this.viewOf(handler, mergeOrder()).restore(cow.header.numMergeOps, staged);
       this.opts.logger.info(`snapuserd: ${handler.misc}: an interrupted merge left ${cow.header.numMergeOps} ops merged${staged ? ` and ${staged.count} staged` : ''}`, { misc: handler.misc });
     } finally {
       await scratch?.close();

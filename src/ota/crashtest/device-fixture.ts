@@ -6,7 +6,6 @@ import { PACKAGE_ROOT } from '../../util/package-root';
 import { vab } from '../vab-processes';
 
 
-const REPO = PACKAGE_ROOT;
 export const DEVICE_PARTITIONS = ['system', 'vendor'] as const;
 
 /**
@@ -36,7 +35,7 @@ export async function disposeDeviceFixture(): Promise<void> {
 
 async function makeFixture(): Promise<DeviceFixture> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-crashtest-device-'));
-  await runChecked('bash', [path.join(REPO, 'scripts/make-device.sh'), dir, '96'], { timeoutMs: 120_000 });
+  await runChecked('bash', [path.join(PACKAGE_ROOT, 'scripts/make-device.sh'), dir, '96'], { timeoutMs: 120_000 });
   const f: DeviceFixture = { dir, oldDir: path.join(dir, 'old'), newDir: path.join(dir, 'new'), payload: path.join(dir, 'payload.bin'), publicKey: path.join(dir, 'keys/ota.pub') };
   await vab(['payload', 'generate', '--source', f.oldDir, '--target', f.newDir, '-o', f.payload, '--key', path.join(dir, 'keys/ota.pem'), '--postinstall', 'system:bin/postinst:erofs'], 300_000);
   return f;

@@ -62,7 +62,7 @@ export class SnapuserdClient {
           await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
           continue;
         }
-        if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new VabError('ETIMEDOUT', `no snapuserd answered on ${socketPath} within ${timeoutMs} ms (${code})`);
+        if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new VabError('ETIMEDOUT', `no snapuserd answered on ${socketPath} within ${timeoutMs} ms (${code}): start it with vab snapuserd --run DIR, or vab boot`);
         if (code === 'EACCES') throw new VabError('EPERM', `not allowed to connect to ${socketPath} (the socket is root-only)`);
         throw err;
       }
