@@ -31,7 +31,35 @@ ${xzInto.toString()}
 ${bz2Bounded.toString()}
 ${decodeFailure.toString()}
 let bzip2;
-async function job({ kind, data, limit, sha256 }) {
+// Synchronous reads are right on this thread: it serves no mount and does nothing else meanwhile.
+function sha256OfRanges(file, ranges) {
+  const fs = require('fs');
+  const hash = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    let buffer = Buffer.allocUnsafe(0);
+    for (const [position, length] of ranges) {
+      for (let at = 0; at < length; ) {
+        const want = Math.min(4 << 20, length - at);
+        if (buffer.length < want) buffer = Buffer.allocUnsafe(want);
+        let got = 0;
+        while (got < want) {
+          const n = fs.readSync(fd, buffer, got, want - got, position + at + got);
+          if (n === 0) break;
+          got += n;
+        }
+        buffer.fill(0, got, want); // past the end of the image: zeros, as the image reader gives
+        hash.update(buffer.subarray(0, want));
+        at += want;
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { reply: { digest: hash.digest() } };
+}
+async function job({ kind, data, limit, sha256, file, ranges }) {
+  if (kind === 'sha256-ranges') return sha256OfRanges(file, ranges);
   const input = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   if (sha256) {
     const actual = createHash('sha256').update(input).digest();
@@ -63,7 +91,7 @@ function defaultThreads(): number {
 export class DecodePool {
   private pool: WorkerPool | undefined;
 
-  constructor(private readonly threads: number = defaultThreads()) {}
+  constructor(private readonly threadCount: number = defaultThreads()) {}
 
   /**
    * Checks `data` against `sha256` (when given) and decompresses it to exactly `expectedSize`
@@ -71,26 +99,40 @@ export class DecodePool {
    */
   async verifyAndDecompress(kind: Compression, data: Buffer, expectedSize: number, sha256?: Buffer): Promise<Buffer> {
     if (!OFF_THREAD_KINDS.has(kind) || data.length < OFF_THREAD_MIN_BYTES) return verifyAndDecompressHere(kind, data, expectedSize, sha256);
-    this.pool ??= new WorkerPool({
-      name: 'decoder',
-      threads: this.threads,
-      source: WORKER_SOURCE,
-      workerData: { zstdPath: require.resolve('zstd-napi/binding'), lzmaPath: require.resolve('lzma-native'), bzip2Path: require.resolve('@foxglove/wasm-bz2') },
-    });
+    const pool = this.started();
     const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
     // The hash may be a view into the whole manifest: send a copy of its 32 bytes, not the manifest.
     const message = { kind, data, limit: expectedSize, sha256: sha256 && Buffer.from(sha256) };
-    const reply = await this.pool.run<{ out?: Uint8Array; hashMismatch?: Uint8Array }>(message, owned ? [data.buffer as ArrayBuffer] : []);
+    const reply = await pool.run<{ out?: Uint8Array; hashMismatch?: Uint8Array }>(message, owned ? [data.buffer as ArrayBuffer] : []);
     if (reply.hashMismatch) throw dataHashMismatch(Buffer.from(reply.hashMismatch), sha256!);
     const out = Buffer.from(reply.out!.buffer, reply.out!.byteOffset, reply.out!.byteLength);
     checkDecodedSize(kind, out.length, expectedSize);
     return out;
   }
 
+  /**
+   * SHA-256 of byte ranges of a file, read and hashed on a decoder thread: the old image's blocks
+   * an operation reads are checked there while the main thread reads them for itself.
+   */
+  async sha256OfFileRanges(file: string, ranges: ReadonlyArray<readonly [number, number]>): Promise<Buffer> {
+    const reply = await this.started().run<{ digest: Uint8Array }>({ kind: 'sha256-ranges', file, ranges });
+    return Buffer.from(reply.digest);
+  }
+
   async close(): Promise<void> {
     const pool = this.pool;
     this.pool = undefined;
     await pool?.close();
+  }
+
+  private started(): WorkerPool {
+    this.pool ??= new WorkerPool({
+      name: 'decoder',
+      threads: this.threadCount,
+      source: WORKER_SOURCE,
+      workerData: { zstdPath: require.resolve('zstd-napi/binding'), lzmaPath: require.resolve('lzma-native'), bzip2Path: require.resolve('@foxglove/wasm-bz2') },
+    });
+    return this.pool;
   }
 }
 

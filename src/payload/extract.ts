@@ -6,7 +6,9 @@ import { containedPath } from '../util/names';
 import { DecodePool } from './codec-pool';
 import { ImageFileReader, ImageFileWriter, ImageWriterOptions } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
-import { PreparedOperation, commitOperation, prepareOperation } from './operations';
+import { PreparedOperation, SOURCE_OPS, commitOperation, prepareOperation } from './operations';
+import { HashFollowerPool } from './hash-follower';
+import { settledAfterEachOp } from './settled';
 import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
 import { PayloadFile } from './payload-file';
 import { requireValidSignatures } from './verify';
@@ -22,6 +24,8 @@ export interface ExtractOptions {
   publicKey?: KeyObject;
   /** Called after each op with destination bytes done so far and in total. */
   onProgress?: (done: number, total: number) => void;
+  /** fsync each image before it is renamed into place (default: complete and checked, not durable). */
+  fsync?: boolean;
   /** How images are written (a fault-injecting file layer, in tests). */
   imageWriter?: ImageWriterOptions;
   logger?: Logger;
@@ -63,6 +67,7 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
     validateManifest(payload.manifest, partitions, file);
     const sources = await openSources(payload, partitions, options.sourceDir);
     const decoders = new DecodePool();
+    const hashes = new HashFollowerPool();
     try {
       await fs.mkdir(options.outDir, { recursive: true });
       const total = extractWork(payload, partitions);
@@ -73,13 +78,14 @@ export async function extractPayload(file: string, options: ExtractOptions): Pro
       };
       const done: ExtractedImage[] = [];
       for (const partition of partitions) {
-        const image = await extractPartition(payload, partition, options, advance, decoders, sources.get(partition.partition_name));
+        const image = await extractPartition(payload, partition, options, advance, { decoders, hashes }, sources.get(partition.partition_name));
         logger.info('partition extracted', { partition: image.partition, size: image.size });
         done.push(image);
       }
       return done;
     } finally {
       await decoders.close();
+      await hashes.close();
       await Promise.all([...sources.values()].map((s) => s.close()));
     }
   } finally {
@@ -98,7 +104,10 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
       if (!sourceDir) throw new VabError('EINVAL_INPUT', `partition ${name} is incremental: give the old images with --source`, { file: payload.file });
       const reader = await ImageFileReader.open(containedPath(sourceDir, `${name}.img`), blockSizeOf(payload.manifest));
       sources.set(name, reader);
-      if (old.size !== undefined && old.hash && old.hash.length > 0) {
+      // When every op that reads the old image checks what it reads, those checks cover all the
+      // new image depends on (update_engine relies on them too): hashing the whole old image
+      // first would only repeat them.
+      if (old.size !== undefined && old.hash && old.hash.length > 0 && !everySourceReadIsHashed(partition)) {
         const actual = await reader.hash(old.size);
         if (!actual.equals(old.hash)) {
           throw new VabError('EHASH', `partition ${name}: old image hashes to ${actual.toString('hex')}, manifest expects ${old.hash.toString('hex')}`, { file: reader.file });
@@ -112,21 +121,28 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
   }
 }
 
+function everySourceReadIsHashed(partition: PartitionUpdate): boolean {
+  return partition.operations.every((op) => !SOURCE_OPS.has(op.type) || (op.src_sha256_hash !== undefined && op.src_sha256_hash.length > 0));
+}
+
 async function extractPartition(
   payload: PayloadFile,
   partition: PartitionUpdate,
   options: ExtractOptions,
   onProgress: (bytes: number) => void,
-  decoders: DecodePool,
+  threads: { decoders: DecodePool; hashes: HashFollowerPool },
   source?: SourceReader,
 ): Promise<ExtractedImage> {
   const name = partition.partition_name;
   const info = partition.new_partition_info!; // validated
+  const blockSize = blockSizeOf(payload.manifest);
   // Names were checked when the payload was parsed; this keeps the promise local to the write.
   const finalPath = containedPath(options.outDir, `${name}.img`);
-  const writer = await ImageFileWriter.create(finalPath, blockSizeOf(payload.manifest), info.size!, options.imageWriter);
+  const writerOptions = { durable: options.fsync, hashes: threads.hashes, ...options.imageWriter };
+  const writer = await ImageFileWriter.create(finalPath, blockSize, info.size!, writerOptions);
+  const settled = settledAfterEachOp(partition, blockSize, info.size!);
   try {
-    await applyPartition(payload, partition, writer, source, onProgress, decoders);
+    await applyPartition(payload, partition, writer, source, onProgress, threads.decoders, { afterOp: async (next) => writer.settle(settled[next - 1]) });
     await writer.commit(info.hash!, name);
   } catch (err) {
     await writer.abort();

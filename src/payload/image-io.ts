@@ -1,16 +1,25 @@
-import { createHash, Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fsyncDirectory } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
+import { HashFollower, HashFollowerPool } from './hash-follower';
 import { PartitionWriter, SourceReader } from './partition-io';
 
 const ZEROS = Buffer.alloc(1024 * 1024);
 /** Writes in flight at once: enough to overlap disk IO with decompressing the next op. */
 const MAX_PENDING_WRITES = 4;
 /**
- * Start writing dirty data back every this many bytes, so the disk works while we decompress
- * and the fsync before the rename has little left to do.
+ * Small writes that continue each other are gathered up to this size before they go to the file:
+ * an incremental payload has tens of thousands of one-block operations, and a write call costs
+ * about as much as copying a few blocks.
+ */
+const GATHER_BYTES = 1024 * 1024;
+/** The hashing thread is told about settled data in steps of at least this much. */
+const SETTLE_STEP_BYTES = 4 * 1024 * 1024;
+/**
+ * With durable writing, start writing dirty data back every this many bytes, so the disk works
+ * while we decompress and the fsync before the rename has little left to do.
  */
 const EARLY_WRITEBACK_BYTES = 64 * 1024 * 1024;
 
@@ -18,25 +27,37 @@ const EARLY_WRITEBACK_BYTES = 64 * 1024 * 1024;
 export type ImageFile = Pick<fs.FileHandle, 'read' | 'write' | 'datasync' | 'sync' | 'truncate' | 'close'>;
 
 export interface ImageWriterOptions {
-  /** Opens the temporary file for writing (default: the real file system). */
+  /** Opens the temporary file for writing, empty (default: the real file system). */
   open?: (path: string) => Promise<ImageFile>;
-  /** Dirty bytes between early writebacks. */
+  /** fsync the image before it is renamed into place (and write back early as it grows). */
+  durable?: boolean;
+  /** Dirty bytes between early writebacks (durable only). */
   writebackBytes?: number;
+  /** The thread that hashes images as they settle; without one the writer starts its own. */
+  hashes?: HashFollowerPool;
 }
 
 /**
  * Writes a partition image to a hidden temporary file beside its final name and only renames it
  * into place once its SHA-256 matches; a failed or interrupted extract leaves no `<name>.img`
- * that looks complete. The hash is computed on the fly while writes arrive in order (full
- * payloads), and by reading the file back otherwise.
+ * that looks complete. Whoever drives the writer calls `settle` as parts of the image become
+ * final; a thread of its own hashes those parts from the page cache meanwhile, whatever order
+ * the writes came in.
+ *
+ * Durability is the caller's choice: without `durable`, the image is complete and checked when
+ * it appears under its name, but a power cut soon after may lose it (nothing is fsynced).
  */
 export class ImageFileWriter implements PartitionWriter {
   private readonly pending = new Set<Promise<void>>();
   private failure: unknown;
-  private hash: Hash | undefined = createHash('sha256');
-  private hashedUpTo = 0;
   private unsyncedBytes = 0;
   private writeback: Promise<void> = Promise.resolve();
+  private gathered: { position: number; buffer: Buffer; length: number } | undefined;
+  /** Gather buffers whose writes are done, for reuse: allocating 1 MiB per small write costs more than the write. */
+  private readonly spareBuffers: Buffer[] = [];
+  private settleAsked = 0;
+  /** One byte per block: has anything been written there? */
+  private readonly written: Uint8Array;
 
   private constructor(
     readonly blockSize: number,
@@ -44,28 +65,34 @@ export class ImageFileWriter implements PartitionWriter {
     readonly tempPath: string,
     private readonly handle: ImageFile,
     private readonly size: number,
-    private readonly writebackBytes: number,
-  ) {}
+    private readonly options: ImageWriterOptions,
+    private readonly hash: HashFollower,
+    private readonly ownHashes: HashFollowerPool | undefined,
+  ) {
+    this.written = new Uint8Array(Math.ceil(size / blockSize));
+  }
 
   static async create(finalPath: string, blockSize: number, size: number, options: ImageWriterOptions = {}): Promise<ImageFileWriter> {
     const tempPath = path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.partial-${process.pid}`);
     const open = options.open ?? ((file: string) => fs.open(file, 'w+', 0o644));
     const handle = await open(tempPath);
-    return new ImageFileWriter(blockSize, finalPath, tempPath, handle, size, options.writebackBytes ?? EARLY_WRITEBACK_BYTES);
+    const ownHashes = options.hashes ? undefined : new HashFollowerPool();
+    const hash = (options.hashes ?? ownHashes!).follow(tempPath);
+    return new ImageFileWriter(blockSize, finalPath, tempPath, handle, size, options, hash, ownHashes);
   }
 
   async write(dstBlock: number, data: Buffer): Promise<void> {
-    const position = dstBlock * this.blockSize;
-    this.feedHash(position, data);
-    await this.submit(position, data);
+    await this.submit(dstBlock * this.blockSize, data);
   }
 
   async zero(dstBlock: number, numBlocks: number): Promise<void> {
+    // The file starts empty: blocks nothing wrote yet already read as zeros (a hole), and the
+    // free space of a file system image is often a quarter of it.
+    if (!this.anyWritten(dstBlock, numBlocks)) return;
     let position = dstBlock * this.blockSize;
     let remaining = numBlocks * this.blockSize;
     while (remaining > 0) {
       const chunk = ZEROS.subarray(0, Math.min(remaining, ZEROS.length));
-      this.feedHash(position, chunk);
       await this.submit(position, chunk);
       position += chunk.length;
       remaining -= chunk.length;
@@ -76,39 +103,91 @@ export class ImageFileWriter implements PartitionWriter {
     return this.write(dstBlock, data);
   }
 
-  /** Waits for the writes, sizes the file, checks its hash, makes it durable, renames it. */
+  /**
+   * The image's first `bytes` are final: nothing written later lands before that point. They
+   * are hashed once the writes made so far have reached the file; a step at a time, so the
+   * hashing thread gets a few large reads rather than one per operation.
+   */
+  settle(bytes: number): void {
+    const upTo = Math.min(bytes, this.size);
+    if (upTo < this.settleAsked + SETTLE_STEP_BYTES && upTo < this.size) return;
+    this.settleAsked = upTo;
+    if (this.gathered && this.gathered.position < upTo) this.flushGathered();
+    if (this.pending.size === 0) return this.hash.advance(upTo);
+    void Promise.all([...this.pending]).then(() => this.failure || this.hash.advance(upTo));
+  }
+
+  /** Waits for the writes, sizes the file, checks its hash, renames it (after an fsync, if durable). */
   async commit(expectedHash: Buffer, partition: string): Promise<void> {
     await this.drain();
     await this.handle.truncate(this.size);
-    const actual = await this.digest();
+    const actual = await this.hash.finish(this.size);
     if (!actual.equals(expectedHash)) {
       throw new VabError('EHASH', `partition ${partition}: new image hashes to ${actual.toString('hex')}, manifest says ${expectedHash.toString('hex')}`);
     }
-    await this.handle.sync();
+    if (this.options.durable) await this.handle.sync();
     await this.handle.close();
     await fs.rename(this.tempPath, this.finalPath);
-    await fsyncDirectory(path.dirname(this.finalPath));
+    if (this.options.durable) await fsyncDirectory(path.dirname(this.finalPath));
+    await this.ownHashes?.close();
   }
 
   /** Gives up: the temporary file is removed, nothing is left under the final name. */
   async abort(): Promise<void> {
+    this.gathered = undefined;
     await Promise.allSettled([...this.pending, this.writeback]);
+    await this.hash.forget();
+    await this.ownHashes?.close();
     await this.handle.close().catch(() => undefined);
     await fs.rm(this.tempPath, { force: true });
   }
 
+  private anyWritten(dstBlock: number, numBlocks: number): boolean {
+    const end = Math.min(dstBlock + numBlocks, this.written.length);
+    for (let block = dstBlock; block < end; block++) if (this.written[block]) return true;
+    return false;
+  }
+
   private async submit(position: number, data: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
+    this.written.fill(1, Math.floor(position / this.blockSize), Math.ceil((position + data.length) / this.blockSize));
+    const gathered = this.gathered;
+    if (gathered && position === gathered.position + gathered.length && gathered.length + data.length <= GATHER_BYTES) {
+      data.copy(gathered.buffer, gathered.length);
+      gathered.length += data.length;
+      return;
+    }
+    this.flushGathered();
+    if (data.length >= GATHER_BYTES) this.startWrite(position, data);
+    else {
+      const buffer = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(GATHER_BYTES);
+      data.copy(buffer);
+      this.gathered = { position, buffer, length: data.length };
+    }
+    if (this.pending.size >= MAX_PENDING_WRITES) await Promise.race(this.pending);
+  }
+
+  private flushGathered(): void {
+    const gathered = this.gathered;
+    this.gathered = undefined;
+    if (gathered) this.startWrite(gathered.position, gathered.buffer.subarray(0, gathered.length), gathered.buffer);
+  }
+
+  private startWrite(position: number, data: Buffer, spare?: Buffer): void {
     const done: Promise<void> = writeFully(this.handle, data, position).then(
-      () => void this.pending.delete(done),
+      () => {
+        this.pending.delete(done);
+        if (spare) this.spareBuffers.push(spare);
+      },
       (err) => {
         this.pending.delete(done);
         this.failure ??= new VabError('EIO', `cannot write ${this.tempPath}: ${(err as Error).message}`, { file: this.tempPath, offset: position, cause: err });
       },
     );
     this.pending.add(done);
+    if (!this.options.durable) return;
     this.unsyncedBytes += data.length;
-    if (this.unsyncedBytes >= this.writebackBytes) {
+    if (this.unsyncedBytes >= (this.options.writebackBytes ?? EARLY_WRITEBACK_BYTES)) {
       this.unsyncedBytes = 0;
       // Not waited for here: it only starts the disk's work early, one at a time. Its error must be
       // kept: Linux reports a writeback error to one fsync and then clears it, so the final fsync
@@ -117,31 +196,12 @@ export class ImageFileWriter implements PartitionWriter {
         this.failure ??= new VabError('EIO', `cannot write ${this.tempPath} back to disk: ${(err as Error).message}`, { file: this.tempPath, cause: err });
       });
     }
-    if (this.pending.size >= MAX_PENDING_WRITES) await Promise.race(this.pending);
   }
 
   private async drain(): Promise<void> {
+    this.flushGathered();
     await Promise.all([...this.pending, this.writeback]);
     if (this.failure) throw this.failure;
-  }
-
-  private feedHash(position: number, data: Buffer): void {
-    if (!this.hash) return;
-    if (position !== this.hashedUpTo) {
-      this.hash = undefined; // out of order: hash by reading back instead
-      return;
-    }
-    const usable = Math.max(0, Math.min(data.length, this.size - position));
-    this.hash.update(data.subarray(0, usable));
-    this.hashedUpTo += data.length;
-  }
-
-  private async digest(): Promise<Buffer> {
-    if (this.hash) {
-      for (let at = this.hashedUpTo; at < this.size; at += ZEROS.length) this.hash.update(ZEROS.subarray(0, Math.min(ZEROS.length, this.size - at)));
-      return this.hash.digest();
-    }
-    return hashFile(this.handle, this.size);
   }
 }
 
@@ -172,8 +232,16 @@ export async function hashFile(handle: Pick<fs.FileHandle, 'read'>, size: number
   return hash.digest();
 }
 
+/**
+ * Small source reads are served from an aligned window of the old image read this size at a
+ * time: incremental payloads read the old image in thousands of one-block pieces, mostly in order.
+ */
+const SOURCE_WINDOW_BYTES = 1024 * 1024;
+
 /** Reads blocks of an old image file. */
 export class ImageFileReader implements SourceReader {
+  private window: { start: number; data: Promise<Buffer> } | undefined;
+
   private constructor(
     readonly file: string,
     private readonly handle: fs.FileHandle,
@@ -191,16 +259,16 @@ export class ImageFileReader implements SourceReader {
   }
 
   async read(startBlock: number, numBlocks: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafeSlow(numBlocks * this.blockSize);
     const position = startBlock * this.blockSize;
-    let done = 0;
-    while (done < buffer.length) {
-      const { bytesRead } = await this.handle.read(buffer, done, buffer.length - done, position + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
+    const length = numBlocks * this.blockSize;
+    const windowStart = position - (position % SOURCE_WINDOW_BYTES);
+    if (position + length <= windowStart + SOURCE_WINDOW_BYTES) {
+      if (this.window?.start !== windowStart) this.window = { start: windowStart, data: this.readAt(windowStart, SOURCE_WINDOW_BYTES) };
+      const data = await this.window.data;
+      // A copy: the window is shared, and callers may hand their buffer on.
+      return Buffer.from(data.subarray(position - windowStart, position - windowStart + length));
     }
-    buffer.fill(0, done); // past the end of the image
-    return buffer;
+    return this.readAt(position, length);
   }
 
   /** SHA-256 of the image's first `size` bytes. */
@@ -210,5 +278,17 @@ export class ImageFileReader implements SourceReader {
 
   async close(): Promise<void> {
     await this.handle.close();
+  }
+
+  private async readAt(position: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafeSlow(length);
+    let done = 0;
+    while (done < buffer.length) {
+      const { bytesRead } = await this.handle.read(buffer, done, buffer.length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    buffer.fill(0, done); // past the end of the image
+    return buffer;
   }
 }

@@ -182,14 +182,29 @@ function checkedBlob(ctx: PrepareContext): Buffer {
 async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
   const { op, source, blockSize } = ctx;
   if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
+  const expected = expectedSourceHash(op);
+  // The hash is taken on a decoder thread while this thread reads the same blocks for itself.
+  const offThread = expected && sourceHashOffThread(ctx);
+  offThread?.catch(() => undefined); // awaited below; not an unhandled rejection if the read fails first
   const data = await readExtents(source, op.src_extents, blockSize);
-  if (op.src_sha256_hash && op.src_sha256_hash.length > 0) {
-    const actual = createHash('sha256').update(data).digest();
-    if (!actual.equals(op.src_sha256_hash)) {
-      throw sourceHashMismatch(ctx, actual);
-    }
+  if (expected) {
+    const actual = offThread ? await offThread : createHash('sha256').update(data).digest();
+    if (!actual.equals(expected)) throw sourceHashMismatch(ctx, actual);
   }
   return data;
+}
+
+function expectedSourceHash(op: InstallOperation): Buffer | undefined {
+  return op.src_sha256_hash && op.src_sha256_hash.length > 0 ? op.src_sha256_hash : undefined;
+}
+
+function sourceHashOffThread(ctx: PrepareContext): Promise<Buffer> | undefined {
+  const file = ctx.source?.file;
+  if (!file || !ctx.decoders) return undefined;
+  const ranges = ctx.op.src_extents.map((e) => [e.start_block * ctx.blockSize, e.num_blocks * ctx.blockSize] as const);
+  return ctx.decoders.sha256OfFileRanges(file, ranges).catch((err: unknown) => {
+    throw opError(ctx, 'EIO', `cannot read the old image ${file} to check its hash: ${(err as Error).message}`, err);
+  });
 }
 
 /** A streamed SOURCE_COPY moves this much at a time. */
@@ -203,16 +218,18 @@ function sourceHashMismatch(ctx: PrepareContext, actual: Buffer): VabError {
 async function checkSourceHashStreaming(ctx: PrepareContext): Promise<void> {
   const { op, source, blockSize } = ctx;
   if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
-  if (!op.src_sha256_hash || op.src_sha256_hash.length === 0) return;
-  const hash = createHash('sha256');
-  const chunkBlocks = Math.max(1, Math.floor(STREAM_MIN_BYTES / 4 / blockSize));
-  for (const extent of op.src_extents) {
-    for (let done = 0; done < extent.num_blocks; done += chunkBlocks) hash.update(await source.read(extent.start_block + done, Math.min(chunkBlocks, extent.num_blocks - done)));
+  const expected = expectedSourceHash(op);
+  if (!expected) return;
+  let actual = await sourceHashOffThread(ctx);
+  if (!actual) {
+    const hash = createHash('sha256');
+    const chunkBlocks = Math.max(1, Math.floor(STREAM_MIN_BYTES / 4 / blockSize));
+    for (const extent of op.src_extents) {
+      for (let done = 0; done < extent.num_blocks; done += chunkBlocks) hash.update(await source.read(extent.start_block + done, Math.min(chunkBlocks, extent.num_blocks - done)));
+    }
+    actual = hash.digest();
   }
-  const actual = hash.digest();
-  if (!actual.equals(op.src_sha256_hash)) {
-    throw sourceHashMismatch(ctx, actual);
-  }
+  if (!actual.equals(expected)) throw sourceHashMismatch(ctx, actual);
 }
 
 /** REPLACE data may stop short inside the last block; the rest of that block is zeros. */

@@ -24,6 +24,8 @@ export interface PartitionWriter {
 export interface SourceReader {
   /** Exactly `numBlocks * blockSize` bytes; blocks past the end of the image read as zeros. */
   read(startBlock: number, numBlocks: number): Promise<Buffer>;
+  /** The image's path, when it is a file another thread may read too (to check hashes there). */
+  readonly file?: string;
 }
 
 export function totalBlocks(extents: readonly Extent[]): number {

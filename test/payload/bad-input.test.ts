@@ -104,12 +104,32 @@ describe('bad input is refused with a clear error and leaves no image behind', (
     expect(err.message).toMatch(new RegExp(`at offset ${layout(full).dataStart + last.data_offset!}: partition system, op ${ops.length - 1} \\(REPLACE_XZ\\): data hash mismatch`));
   });
 
-  it('an old image that is not the one the payload was made from', async () => {
+  it('an old image that is not the one the payload was made from: the op reading the changed block refuses it', async () => {
+    // Every op that reads the old image carries its source hash, so the whole image is not
+    // hashed first (update_engine relies on the same checks); the earlier partition, complete
+    // and verified, stays.
+    const manifest = manifestOf(delta);
+    const copyIndex = manifest.partitions[1].operations.findIndex((o) => o.type === OpType.SOURCE_COPY);
+    const block = manifest.partitions[1].operations[copyIndex].src_extents[0].start_block;
     const changed = path.join(dir, 'changed-source');
+    const old = Buffer.from(vendor);
+    old[block * 4096 + 1000] ^= 1;
+    await writeImages(changed, { system, vendor: old });
+    const err = await refused(delta, changed, { system: evolve(system, 3) });
+    expect(err.code).toBe('EHASH');
+    expect(err.message).toMatch(new RegExp(`partition vendor, op ${copyIndex} \\(SOURCE_COPY\\): source hash mismatch: .*wrong or modified source image`));
+  });
+
+  it('an old image that is not the one the payload was made from, when an op reads it unchecked: refused before any write', async () => {
+    const unhashed = rewriteManifest(delta, (m) => {
+      const op = m.partitions[1].operations.find((o) => o.type === OpType.SOURCE_COPY)!;
+      delete op.src_sha256_hash;
+    });
+    const changed = path.join(dir, 'changed-source-2');
     const old = Buffer.from(vendor);
     old[1000] ^= 1;
     await writeImages(changed, { system, vendor: old });
-    const err = await refused(delta, changed);
+    const err = await refused(unhashed, changed);
     expect(err.code).toBe('EHASH');
     expect(err.message).toMatch(/vendor.img: partition vendor: old image hashes to [0-9a-f]{64}, manifest expects/);
   });

@@ -78,7 +78,7 @@ describe('ImageFileWriter keeps the first writeback error', () => {
   it('a datasync that fails early fails the extract with that error, though the final fsync succeeds', async () => {
     const layer = { files: [] as LosingFile[], failFirstDatasync: true };
     const out = path.join(dir, 'failing');
-    const err = await extractPayload(payload, { outDir: out, imageWriter: { open: LosingFile.opener(layer), writebackBytes: 2 * BLOCKS_PER_OP * BLOCK } }).then(
+    const err = await extractPayload(payload, { outDir: out, fsync: true, imageWriter: { open: LosingFile.opener(layer), writebackBytes: 2 * BLOCKS_PER_OP * BLOCK } }).then(
       () => undefined,
       (e: Error) => e,
     );
@@ -94,7 +94,7 @@ describe('ImageFileWriter keeps the first writeback error', () => {
   it('the same file layer without the failure extracts the image (the layer itself is sound)', async () => {
     const layer = { files: [] as LosingFile[], failFirstDatasync: false };
     const out = path.join(dir, 'sound');
-    await extractPayload(payload, { outDir: out, imageWriter: { open: LosingFile.opener(layer), writebackBytes: 2 * BLOCKS_PER_OP * BLOCK } });
+    await extractPayload(payload, { outDir: out, fsync: true, imageWriter: { open: LosingFile.opener(layer), writebackBytes: 2 * BLOCKS_PER_OP * BLOCK } });
     expect(layer.files[0].datasyncs).toBeGreaterThan(0);
     expect((await fs.readFile(path.join(out, 'system.img'))).equals(image)).toBe(true);
   });

@@ -56,7 +56,8 @@ export function registerPayloadCommands(program: Command): void {
     .option('--source <dir>', 'directory of old images (<partition>.img), for incremental payloads')
     .option('--partitions <names>', 'comma-separated partitions to extract (default: all)', splitList)
     .option('--key <pub.pem>', 'public key (PEM); the payload is refused unless its signatures verify')
-    .action(async (file: string, opts: { out: string; source?: string; partitions?: string[]; key?: string }) => {
+    .option('--fsync', 'make each image durable (fsync before rename); by default an image is complete and verified when it appears, but a power cut soon after may lose it')
+    .action(async (file: string, opts: { out: string; source?: string; partitions?: string[]; key?: string; fsync?: boolean }) => {
       const { loadPublicKey } = require('../../payload/signing') as typeof import('../../payload/signing');
       const { extractPayload } = require('../../payload/extract') as typeof import('../../payload/extract');
       const { createLogger } = require('../../util/log') as typeof import('../../util/log');
@@ -67,6 +68,7 @@ export function registerPayloadCommands(program: Command): void {
           sourceDir: opts.source,
           partitions: opts.partitions,
           publicKey,
+          fsync: opts.fsync,
           onProgress: progress.report,
           logger: createLogger('payload', { level: 'warn' }),
         })

@@ -1,0 +1,129 @@
+import { VabError } from '../util/errors';
+import { WorkerPool } from '../util/worker-pool';
+
+/**
+ * SHA-256 of image files that are still being written, computed on a thread of its own. The
+ * writer says how far its file is final ("settled": written, and no later operation writes
+ * before that point); the thread reads that much back from the page cache and hashes it. So the
+ * new image's hash costs the main thread nothing, and writes may come in any order.
+ *
+ * One thread serves every file of an extract: jobs run in the order they are posted, which is
+ * what makes "advance, advance, finish" safe without waiting for each advance.
+ */
+
+// Synchronous reads are right here: this thread does nothing else, and serves no mount.
+const WORKER_SOURCE = `
+const fs = require('fs');
+const { createHash } = require('crypto');
+const CHUNK = 4 * 1024 * 1024;
+const files = new Map();
+let buffer;
+function follow(key, path) {
+  let state = files.get(key);
+  if (!state) {
+    state = { fd: fs.openSync(path, 'r'), hash: createHash('sha256'), at: 0 };
+    files.set(key, state);
+  }
+  return state;
+}
+function hashUpTo(state, end) {
+  buffer = buffer || Buffer.allocUnsafe(CHUNK);
+  while (state.at < end) {
+    const want = Math.min(CHUNK, end - state.at);
+    let got = 0;
+    while (got < want) {
+      const n = fs.readSync(state.fd, buffer, got, want - got, state.at + got);
+      if (n === 0) break;
+      got += n;
+    }
+    // Past the end of what was written so far, the image holds zeros.
+    buffer.fill(0, got, want);
+    state.hash.update(buffer.subarray(0, want));
+    state.at += want;
+  }
+}
+function forget(key) {
+  const state = files.get(key);
+  files.delete(key);
+  if (state) fs.closeSync(state.fd);
+}
+async function job({ kind, key, path, upTo }) {
+  try {
+    if (kind === 'forget') {
+      forget(key);
+      return { reply: {} };
+    }
+    const state = follow(key, path);
+    hashUpTo(state, upTo);
+    if (kind === 'advance') return { reply: {} };
+    forget(key);
+    const digest = state.hash.digest();
+    return { reply: { digest } };
+  } catch (err) {
+    forget(key);
+    throw err;
+  }
+}
+`;
+
+/** The thread, shared by the files of one extract; its owner closes it. */
+export class HashFollowerPool {
+  private pool: WorkerPool | undefined;
+  private nextKey = 0;
+
+  follow(file: string): HashFollower {
+    this.pool ??= new WorkerPool({ name: 'image hash', threads: 1, source: WORKER_SOURCE });
+    return new HashFollower(this.pool, file, this.nextKey++);
+  }
+
+  async close(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    await pool?.close();
+  }
+}
+
+/** One file's hash; `advance` may be called freely, only `finish` waits. */
+export class HashFollower {
+  private settled = 0;
+  private failure: unknown;
+  private finished = false;
+
+  constructor(
+    private readonly pool: WorkerPool,
+    readonly file: string,
+    private readonly key: number,
+  ) {}
+
+  /** The first `bytes` of the file are final. Going backwards is ignored. */
+  advance(bytes: number): void {
+    if (bytes <= this.settled || this.failure || this.finished) return;
+    this.settled = bytes;
+    this.pool.run({ kind: 'advance', key: this.key, path: this.file, upTo: bytes }).catch((err: unknown) => {
+      this.failure ??= err;
+    });
+  }
+
+  /** The SHA-256 of the file's first `size` bytes (the file must be final by now). */
+  async finish(size: number): Promise<Buffer> {
+    this.finished = true;
+    let reply: { digest: Uint8Array };
+    try {
+      reply = await this.pool.run<{ digest: Uint8Array }>({ kind: 'finish', key: this.key, path: this.file, upTo: size });
+    } catch (err) {
+      throw this.readBackError(this.failure ?? err);
+    }
+    if (this.failure) throw this.readBackError(this.failure);
+    return Buffer.from(reply.digest);
+  }
+
+  /** Stops following (the file is being given up); never throws. */
+  async forget(): Promise<void> {
+    this.finished = true;
+    await this.pool.run({ kind: 'forget', key: this.key }).catch(() => undefined);
+  }
+
+  private readBackError(err: unknown): VabError {
+    return new VabError('EIO', `cannot read ${this.file} back to hash it: ${(err as Error).message}`, { file: this.file, cause: err });
+  }
+}
