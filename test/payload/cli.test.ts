@@ -44,6 +44,14 @@ describe('vab payload (command line), repo-made images', () => {
     expect((await fs.readFile(path.join(out, 'root.img'))).equals(images.root)).toBe(true);
   });
 
+  it('extract --fsync makes the same images (durable before they are renamed into place)', async () => {
+    const out = path.join(dir, 'out-fsync');
+    const result = await vab('payload', 'extract', file, '--out', out, '--fsync');
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect((await fs.readFile(path.join(out, 'kernel.img'))).equals(images.kernel)).toBe(true);
+    expect((await fs.readFile(path.join(out, 'root.img'))).equals(images.root)).toBe(true);
+  });
+
   it('inspects as text and as JSON', async () => {
     const sha = (name: string) => runChecked('sha256sum', [path.join(dir, 'target', `${name}.img`)]).then((r) => r.stdout.split(' ')[0]);
     const text = await vab('payload', 'inspect', file);
