@@ -22,9 +22,12 @@ export function dataHashMismatch(actual: Buffer, expected: Buffer): VabError {
 
 // The decoders travel as source text: the same functions run here and on the threads.
 const WORKER_SOURCE = `
-const zstd = require(workerData.zstdPath);
-const lzma = require(workerData.lzmaPath);
-const Bzip2 = require(workerData.bzip2Path);
+// Each codec is loaded on first use: a thread that only hashes or only decodes zstd (incremental
+// payloads) would otherwise spend more time loading liblzma and the bzip2 WebAssembly than working.
+let zstdModule, lzmaModule, Bzip2Module;
+const zstdLib = () => (zstdModule = zstdModule || require(workerData.zstdPath));
+const lzmaLib = () => (lzmaModule = lzmaModule || require(workerData.lzmaPath));
+const bzip2Lib = () => (Bzip2Module = Bzip2Module || require(workerData.bzip2Path));
 const { createHash } = require('crypto');
 ${zstdInto.toString()}
 ${xzInto.toString()}
@@ -60,6 +63,10 @@ function sha256OfRanges(file, ranges) {
 }
 async function job({ kind, data, limit, sha256, file, ranges }) {
   if (kind === 'sha256-ranges') return sha256OfRanges(file, ranges);
+  if (kind === 'sha256-lend') {
+    const digest = createHash('sha256').update(data).digest();
+    return { reply: { digest, data }, transfer: [data.buffer] };
+  }
   const input = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   if (sha256) {
     const actual = createHash('sha256').update(input).digest();
@@ -68,11 +75,11 @@ async function job({ kind, data, limit, sha256, file, ranges }) {
   let out;
   try {
     if (kind === 'bz2') {
-      bzip2 = bzip2 || (await Bzip2.init());
+      bzip2 = bzip2 || (await bzip2Lib().init());
       out = bz2Bounded(bzip2, input, limit);
     } else {
       const dst = new Uint8Array(limit);
-      out = dst.subarray(0, kind === 'zstd' ? zstdInto(zstd, input, dst) : xzInto(lzma, input, dst));
+      out = dst.subarray(0, kind === 'zstd' ? zstdInto(zstdLib(), input, dst) : xzInto(lzmaLib(), input, dst));
     }
   } catch (err) {
     throw Object.assign(new Error(decodeFailure(kind, err)), { code: 'ECORRUPT' });
@@ -117,6 +124,17 @@ export class DecodePool {
   async sha256OfFileRanges(file: string, ranges: ReadonlyArray<readonly [number, number]>): Promise<Buffer> {
     const reply = await this.started().run<{ digest: Uint8Array }>({ kind: 'sha256-ranges', file, ranges });
     return Buffer.from(reply.digest);
+  }
+
+  /**
+   * SHA-256 of `data`, taken on a decoder thread. The bytes move there and back without a copy:
+   * use the returned buffer, not `data`, afterwards. Small or shared buffers are hashed here.
+   */
+  async sha256Lending(data: Buffer): Promise<{ digest: Buffer; data: Buffer }> {
+    const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    if (!owned || data.length < OFF_THREAD_MIN_BYTES) return { digest: createHash('sha256').update(data).digest(), data };
+    const reply = await this.started().run<{ digest: Uint8Array; data: Uint8Array }>({ kind: 'sha256-lend', data }, [data.buffer as ArrayBuffer]);
+    return { digest: Buffer.from(reply.digest), data: Buffer.from(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength) };
   }
 
   async close(): Promise<void> {

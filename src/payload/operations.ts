@@ -183,14 +183,11 @@ async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
   const { op, source, blockSize } = ctx;
   if (!source) throw opError(ctx, 'ESTATE', 'the operation reads the old image, but no source image was given');
   const expected = expectedSourceHash(op);
-  // The hash is taken on a decoder thread while this thread reads the same blocks for itself.
-  const offThread = expected && sourceHashOffThread(ctx);
-  offThread?.catch(() => undefined); // awaited below; not an unhandled rejection if the read fails first
-  const data = await readExtents(source, op.src_extents, blockSize);
-  if (expected) {
-    const actual = offThread ? await offThread : createHash('sha256').update(data).digest();
-    if (!actual.equals(expected)) throw sourceHashMismatch(ctx, actual);
-  }
+  const read = await readExtents(source, op.src_extents, blockSize);
+  if (!expected) return read;
+  // Hashed on a decoder thread when there is one: the bytes go there and come back uncopied.
+  const { digest, data } = ctx.decoders ? await ctx.decoders.sha256Lending(read) : { digest: createHash('sha256').update(read).digest(), data: read };
+  if (!digest.equals(expected)) throw sourceHashMismatch(ctx, digest);
   return data;
 }
 
