@@ -30,7 +30,7 @@ describe('benchmark command lines', () => {
     ['cow', ['--size-mib', 'abc'], /option '--size-mib <n>' argument 'abc' is invalid\. expected an integer >= 1/],
     ['cow', ['--codecs', 'zstd,lzma'], /"lzma": .*unknown compression/],
     ['cow', ['--runs', '0'], /option '--runs <n>' argument '0' is invalid/],
-    ['payload', ['--size-mib', '1.5'], /option '--size-mib <n>' argument '1\.5' is invalid/],
+    ['payload', ['--image-mib', '1.5'], /option '--image-mib <n>' argument '1\.5' is invalid/],
     ['runtime', ['--random-reads', '-3'], /option '--random-reads <n>' argument '-3' is invalid/],
     ['runtime', ['--sizemib', '4'], /unknown option '--sizemib'/],
   ])('bench/%s %j is refused with a usage error', async (name, args, message) => {
@@ -46,8 +46,8 @@ describe('benchmark command lines', () => {
   });
 
   it('bench/payload --json', async () => {
-    const result = await bench('payload', ['--size-mib', '4', '--json']);
-    expectOneObject(result, 'payload', ['extract_full_zstd_vs_bare', 'extract_incremental_vs_full']);
+    const result = await bench('payload', ['--image-mib', '16', '--files-mib', '4', '--runs', '1', '--json']);
+    expectOneObject(result, 'payload', ['extract_full_zstd_vs_bare', 'extract_incremental_vs_full', 'extract_full_zstd_vs_dumper', 'extract_incremental_vs_dumper']);
   });
 
   it('bench/runtime --json', async () => {
