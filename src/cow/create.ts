@@ -121,6 +121,7 @@ async function writePlan(
     opCountMax: opCount,
     maxBlocks: Math.max(plan.blockCount, 1),
     scratchSpace: options.scratchSpace,
+    unpublished: true,
   });
   if (plan.sequence.length > 0) await writer.addSequenceData(plan.sequence);
   const newBlock = Buffer.allocUnsafe(bs);
