@@ -45,6 +45,8 @@ export class MaterializeScratch {
   readonly blockWords: Int32Array;
   private readonly unit: Buffer;
   private unitOp = -1;
+  private staging: Buffer = Buffer.alloc(0);
+  private side: Buffer = Buffer.alloc(0);
 
   constructor(cow: CowReader) {
     // Its own ArrayBuffer, so the Int32Array view over it is aligned.
@@ -65,6 +67,18 @@ export class MaterializeScratch {
       this.unitOp = op;
     }
     return unit;
+  }
+
+  /** At least `bytes` of space for reads that must not land in the caller's buffer yet. */
+  aside(bytes: number): Buffer {
+    if (this.side.length < bytes) this.side = Buffer.allocUnsafe(bytes);
+    return this.side;
+  }
+
+  /** At least `bytes` of staging space, kept for later calls. */
+  stage(bytes: number): Buffer {
+    if (this.staging.length < bytes) this.staging = Buffer.allocUnsafe(bytes);
+    return this.staging;
   }
 }
 
@@ -110,8 +124,18 @@ export class Materializer {
    * op (and the old bytes an in-place Xor applies to), and the sources of Copy and Xor ops (or, in a
    * merge, their merged or staged blocks), read concurrently. Zero, Replace and Xor data are left to
    * `patch`. With `onlyIfTouched`, a range no op touches is not read at all and the result is false.
+   * With `scratch`, the ops' reads go to its side buffer and are copied in once every read is done,
+   * so they need not wait for the read of the whole range.
    */
-  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false, view: MergeProgress = this.progress): Promise<boolean> {
+  async loadBaseLayer(
+    start: number,
+    end: number,
+    dst: Uint8Array,
+    out0 = 0,
+    onlyIfTouched = false,
+    view: MergeProgress = this.progress,
+    scratch?: MaterializeScratch,
+  ): Promise<boolean> {
     const { ops, index } = this.cow;
     const { order } = index;
     const bs = this.blockSize;
@@ -126,50 +150,95 @@ export class Materializer {
     if (onlyIfTouched && kEnd === kFirst) return false;
     // One read of the whole range serves every block the COW does not change; ops overwrite theirs.
     const bulk = covered < end - start;
-    if (bulk) await readZeroPadded(this.base, dst, out0, (end - start) * bs, start * bs);
+    const aside = bulk && scratch ? scratch.aside((end - start) * bs) : undefined;
+    const reads: Promise<void>[] = [];
+    if (bulk) {
+      const whole = readZeroPadded(this.base, dst, out0, (end - start) * bs, start * bs);
+      if (aside) reads.push(whole);
+      else await whole;
+    }
+    // [side offset, dst offset, length] of each read that went aside.
+    const placed: number[] = [];
+    let asideAt = 0;
+    const read = (from: (into: Uint8Array, at: number) => Promise<void>, out: number, length: number): void => {
+      if (!aside) {
+        reads.push(from(dst, out));
+        return;
+      }
+      reads.push(from(aside, asideAt));
+      placed.push(asideAt, out, length);
+      asideAt += length;
+    };
     const inPlace = this.source === this.base && bulk;
-    let reads: Promise<void>[] | undefined;
     for (let k = kFirst; k < kEnd; ) {
       const op = order[k];
       const type = ops.type(op);
       const out = out0 + (Math.max(start, ops.newBlock[op]) - start) * bs;
       const where = progress && (type === CowOpType.Copy || type === CowOpType.Xor) ? progress.locate(op) : OrderedLocation.Source;
       if (where === OrderedLocation.Base) {
-        (reads ??= []).push(readZeroPadded(this.base, dst, out, bs, ops.newBlock[op] * bs));
+        read((into, at) => readZeroPadded(this.base, into, at, bs, ops.newBlock[op] * bs), out, bs);
       } else if (where === OrderedLocation.Scratch) {
-        (reads ??= []).push(progress!.readScratch(op, dst, out));
+        read((into, at) => progress!.readScratch(op, into, at), out, bs);
       } else if (type === CowOpType.Copy) {
         let n = 1;
         while (k + n < kEnd && n < MAX_BATCH_BLOCKS && this.copyContinues(order[k + n - 1], order[k + n], progress)) n++;
-        (reads ??= []).push(readZeroPadded(this.source, dst, out, n * bs, ops.source[op] * bs));
+        read((into, at) => readZeroPadded(this.source, into, at, n * bs, ops.source[op] * bs), out, n * bs);
         k += n;
         continue;
       } else if (type === CowOpType.Xor && !(inPlace && ops.source[op] === ops.newBlock[op] * bs)) {
-        (reads ??= []).push(readZeroPadded(this.source, dst, out, bs, ops.source[op]));
+        read((into, at) => readZeroPadded(this.source, into, at, bs, ops.source[op]), out, bs);
       }
       k++;
     }
-    if (reads) await settleAll(reads);
+    if (reads.length > 0) await settleAll(reads);
+    for (let i = 0; i < placed.length; i += 3) dst.set(aside!.subarray(placed[i], placed[i] + placed[i + 2]), placed[i + 1]);
     return true;
   }
 
   /**
-   * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
-   * to dst, which already holds the range's base layer.
+   * Expands every Replace op lying wholly inside [start, end) into the scratch's staging space, back
+   * to back in block order, while dst may still be receiving its base layer: so decompression runs
+   * alongside the reads instead of after them. `patch` with `staged` then copies them into place.
    */
-  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress): Promise<void> {
+  async stageReplaces(start: number, end: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+    const { cow } = this;
+    const { ops, index } = cow;
+    const { order } = index;
+    const stage = scratch.stage((end - start) * this.blockSize);
+    let at = 0;
+    for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
+      const op = order[k];
+      if (!wholeReplace(cow, op, start, end)) continue;
+      const size = cow.unitSize(op);
+      cow.expandPayload(op, await payloads(op, k, end), stage.subarray(at, at + size));
+      at += size;
+    }
+  }
+
+  /**
+   * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
+   * to dst, which already holds the range's base layer. With `staged`, the Replace ops wholly inside
+   * the range were expanded by stageReplaces and are copied from there.
+   */
+  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress, staged = false): Promise<void> {
     const { cow } = this;
     const { ops, index } = cow;
     const { order } = index;
     const bs = this.blockSize;
     const progress = view.active ? view : undefined;
+    const stage = staged ? scratch.stage(0) : undefined;
+    let stageAt = 0;
     for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
       const op = order[k];
       const type = ops.type(op);
       if (type === CowOpType.Copy) continue;
       const opStart = ops.newBlock[op];
       const out = out0 + (Math.max(start, opStart) - start) * bs;
-      if (type === CowOpType.Zero) {
+      if (stage && wholeReplace(cow, op, start, end)) {
+        const size = cow.unitSize(op);
+        dst.set(stage.subarray(stageAt, stageAt + size), out);
+        stageAt += size;
+      } else if (type === CowOpType.Zero) {
         dst.fill(0, out, out + bs);
       } else if (type === CowOpType.Xor) {
         if (progress && progress.locate(op) !== OrderedLocation.Source) continue;
@@ -212,6 +281,12 @@ export class Materializer {
     if (ops.type(next) !== CowOpType.Copy || ops.newBlock[next] !== ops.newBlock[prev] + 1 || ops.source[next] !== ops.source[prev] + 1) return false;
     return !progress || progress.locate(next) === OrderedLocation.Source;
   }
+}
+
+/** Whether op is a Replace op whose whole unit lies inside blocks [start, end). */
+function wholeReplace(cow: CowReader, op: number, start: number, end: number): boolean {
+  const { ops } = cow;
+  return ops.type(op) === CowOpType.Replace && ops.newBlock[op] >= start && ops.newBlock[op] + ops.span(op) <= end;
 }
 
 /** Reads file bytes; bytes past its end read as zeros (an image that grew). */

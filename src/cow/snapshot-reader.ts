@@ -1,6 +1,6 @@
 import { badArgument } from './errors';
 import { openFile, RandomAccessFile, readExactly } from './file';
-import { MaterializeScratch, Materializer, MergeProgress, NOTHING_MERGED, settleAll } from './materialize';
+import { MaterializeScratch, Materializer, MergeProgress, NOTHING_MERGED, PayloadSource, settleAll } from './materialize';
 import { CowReader } from './reader';
 
 /** Largest single read the reader issues for a batch of adjacent payloads. */
@@ -106,15 +106,15 @@ export class SnapshotReader {
     const readahead = start === this.lastEnd;
     this.lastEnd = end;
     const m = this.materializer;
-    const kData = m.firstPayload(start, end);
-    if (kData >= 0) {
-      // The payload read runs alongside the base reads.
-      const op = this.cow.index.order[kData];
-      await settleAll([m.loadBaseLayer(start, end, dst, out0, false, progress), ctx.payloadOf(op, kData, end, readahead).then(() => undefined)]);
-    } else {
+    const payloads: PayloadSource = (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead);
+    if (m.firstPayload(start, end) < 0) {
       await m.loadBaseLayer(start, end, dst, out0, false, progress);
+      await m.patch(start, end, dst, out0, payloads, ctx.scratch, progress);
+      return;
     }
-    await m.patch(start, end, dst, out0, (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead), ctx.scratch, progress);
+    // Payloads are read and expanded aside while the base layer's reads fill dst, then copied in.
+    await settleAll([m.loadBaseLayer(start, end, dst, out0, false, progress, ctx.scratch), m.stageReplaces(start, end, payloads, ctx.scratch)]);
+    await m.patch(start, end, dst, out0, payloads, ctx.scratch, progress, true);
   }
 
   /** The base layer of blocks [start, end) (see Materializer.loadBaseLayer). */
