@@ -123,7 +123,8 @@ export class Materializer {
    * Fills dst with blocks [start, end) as far as files decide them: base blocks where the COW has no
    * op (and the old bytes an in-place Xor applies to), and the sources of Copy and Xor ops (or, in a
    * merge, their merged or staged blocks), read concurrently. Zero, Replace and Xor data are left to
-   * `patch`. With `onlyIfTouched`, a range no op touches is not read at all and the result is false.
+   * `patch`. With `opBlocksOnly` (a caller whose copy of the base already holds the other blocks),
+   * blocks without an op are not read; a range no op touches then reads nothing and gives false.
    * With `scratch`, the ops' reads go to its side buffer and are copied in once every read is done,
    * so they need not wait for the read of the whole range.
    */
@@ -132,7 +133,7 @@ export class Materializer {
     end: number,
     dst: Uint8Array,
     out0 = 0,
-    onlyIfTouched = false,
+    opBlocksOnly = false,
     view: MergeProgress = this.progress,
     scratch?: MaterializeScratch,
   ): Promise<boolean> {
@@ -147,9 +148,9 @@ export class Materializer {
       const op = order[kEnd];
       covered += Math.min(end, ops.newBlock[op] + ops.span(op)) - Math.max(start, ops.newBlock[op]);
     }
-    if (onlyIfTouched && kEnd === kFirst) return false;
+    if (opBlocksOnly && kEnd === kFirst) return false;
     // One read of the whole range serves every block the COW does not change; ops overwrite theirs.
-    const bulk = covered < end - start;
+    const bulk = !opBlocksOnly && covered < end - start;
     const aside = bulk && scratch ? scratch.aside((end - start) * bs) : undefined;
     const reads: Promise<void>[] = [];
     if (bulk) {

@@ -118,8 +118,8 @@ export class SnapshotReader {
   }
 
   /** The base layer of blocks [start, end) (see Materializer.loadBaseLayer). */
-  loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false): Promise<boolean> {
-    return this.materializer.loadBaseLayer(start, end, dst, out0, onlyIfTouched);
+  loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, opBlocksOnly = false): Promise<boolean> {
+    return this.materializer.loadBaseLayer(start, end, dst, out0, opBlocksOnly);
   }
 
   async close(): Promise<void> {
