@@ -190,6 +190,8 @@ async function writeReplacesParallel(writer: CowWriter, plan: CowPlan, target: R
       }
       progress?.advance(end - t);
     }
+    // The writer has copied the payloads into its own batch.
+    if (compressed) replaces.release(compressed.payloads);
   }
 }
 
