@@ -211,7 +211,9 @@ export class Materializer {
       const op = order[k];
       if (!wholeReplace(cow, op, start, end)) continue;
       const size = cow.unitSize(op);
-      cow.expandPayload(op, await payloads(op, k, end), stage.subarray(at, at + size));
+      // Awaiting only a real promise: most payloads are in memory, and each await is a microtask turn.
+      const bytes = payloads(op, k, end);
+      cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, stage.subarray(at, at + size));
       at += size;
     }
   }
@@ -243,10 +245,12 @@ export class Materializer {
         dst.fill(0, out, out + bs);
       } else if (type === CowOpType.Xor) {
         if (progress && progress.locate(op) !== OrderedLocation.Source) continue;
-        cow.expandPayload(op, await payloads(op, k, end), scratch.block);
+        const bytes = payloads(op, k, end);
+        cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, scratch.block);
         xorInto(dst, out, scratch.block, scratch.blockWords);
       } else if (opStart >= start && opStart + ops.span(op) <= end) {
-        cow.expandPayload(op, await payloads(op, k, end), dst.subarray(out, out + cow.unitSize(op)));
+        const bytes = payloads(op, k, end);
+        cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, dst.subarray(out, out + cow.unitSize(op)));
       } else {
         // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
         const first = Math.max(start, opStart) - opStart;
