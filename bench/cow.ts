@@ -19,8 +19,10 @@
  *                     (through the same worker pool, started before the clock)
  *   read floor        reading OLD and NEW once each, 1 MiB at a time, into a reused buffer: what any
  *                     create must do besides compressing (hashing and comparing come on top)
- *   apply             applyCow end to end: open and index the COW, read the base and the payloads,
- *                     decompress, write the whole new image, fsync, rename
+ *   apply             applyCow end to end as `vab cow apply` runs by default: open and index the COW,
+ *                     read the base and the payloads, decompress, write the new image, rename (no
+ *                     fsync); the ratio's figure
+ *   apply --fsync     the same, durable (fsync before rename): a figure, not a ratio
  *   bare decompress   decompressing those units' payloads from memory into one buffer (no IO)
  *   IO floor          fs.copyFile of OLD.img + fsync: the least any apply writing an image-sized
  *                     file durably pays on this filesystem, shown so the apply ratio can be read
@@ -176,6 +178,8 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
   const removeOut = () => fs.rm(outPath, { force: true });
   const apply = await time(() => applyCow(cowPath, oldPath, outPath), removeOut);
   await removeOut();
+  const applyFsync = await time(() => applyCow(cowPath, oldPath, outPath, { fsync: true }), removeOut);
+  await removeOut();
   // What any apply must at least do besides decompressing: put an image-sized file on disk durably.
   const ioFloor = await time(async () => {
     await fs.copyFile(oldPath, outPath);
@@ -186,6 +190,7 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
   report.figure(`${key}_create_s`, create.seconds);
   report.figure(`${key}_bare_compress_s`, bare.seconds);
   report.figure(`${key}_apply_s`, apply.seconds);
+  report.figure(`${key}_apply_fsync_s`, applyFsync.seconds);
   report.figure(`${key}_bare_decompress_s`, bareDecode.seconds);
   report.figure(`${key}_cow_bytes`, cowBytes);
   if (compression === 'zstd') {
@@ -198,7 +203,8 @@ async function benchCodec(dir: string, oldPath: string, newPath: string, compres
       (threads > 1 ? ` (bare compress on ${threads} threads: ${bareParallel.seconds.toFixed(2)} s, create vs that ${(create.seconds / bareParallel.seconds).toFixed(2)}x)` : '') +
       ` (read floor, OLD + NEW once: ${readFloor.seconds.toFixed(2)} s; create vs bare compress + read floor: ${(create.seconds / (bare.seconds + readFloor.seconds)).toFixed(2)}x)\n` +
       `          apply  ${apply.seconds.toFixed(2)} s (${mib(imageBytes, apply.seconds)} of image) vs bare decompress ${bareDecode.seconds.toFixed(2)} s: ${(apply.seconds / bareDecode.seconds).toFixed(2)}x` +
-      ` (IO floor, copyFile OLD + fsync: ${ioFloor.seconds.toFixed(2)} s; apply vs bare decompress + IO floor: ${(apply.seconds / (bareDecode.seconds + ioFloor.seconds)).toFixed(2)}x)`,
+      ` (IO floor, copyFile OLD + fsync: ${ioFloor.seconds.toFixed(2)} s; apply vs bare decompress + IO floor: ${(apply.seconds / (bareDecode.seconds + ioFloor.seconds)).toFixed(2)}x)\n` +
+      `          apply --fsync ${applyFsync.seconds.toFixed(2)} s (durable, fsync before rename)`,
   );
   await fs.rm(outPath, { force: true });
 }

@@ -52,26 +52,25 @@ function hashBlocks(input, blockSize) {
   const data = input.buffer;
   return { reply: { hashes: hashes.buffer, zero: zero.buffer, data }, transfer: [hashes.buffer, zero.buffer, data] };
 }
-async function job({ data, byteLength, sizes, blockSize }) {
+async function job({ data, byteLength, sizes, blockSize, out }) {
   const input = Buffer.from(data, 0, byteLength);
   if (blockSize) return hashBlocks(input, blockSize);
   if (!compress) throw new Error('no compressor for algorithm ' + algorithm);
-  const payloads = [];
-  let total = 0;
-  for (let i = 0, at = 0; i < sizes.length; at += sizes[i], i++) {
-    const unit = input.subarray(at, at + sizes[i]);
-    const packed = compress(unit);
-    // zstd's output buffer is reused by the next unit: keep a copy.
-    const kept = packed.length >= unit.length ? unit : Buffer.from(packed);
-    payloads.push(kept);
-    total += kept.length;
-  }
-  // Its own ArrayBuffer (never the shared Buffer pool), so it can be moved to the main thread.
-  const out = new Uint8Array(total);
+  // A payload is never longer than its unit (one that does not shrink is kept raw), so an output
+  // as long as the input holds them all; the caller's recycled one saves fresh pages.
+  const output = out && out.byteLength >= byteLength ? new Uint8Array(out) : new Uint8Array(byteLength);
   const lengths = [];
   let at = 0;
-  for (const p of payloads) { out.set(p, at); at += p.length; lengths.push(p.length); }
-  return { reply: { out: out.buffer, lengths }, transfer: [out.buffer] };
+  for (let i = 0, from = 0; i < sizes.length; from += sizes[i], i++) {
+    const unit = input.subarray(from, from + sizes[i]);
+    const packed = compress(unit);
+    const kept = packed.length >= unit.length ? unit : packed;
+    output.set(kept, at);
+    at += kept.length;
+    lengths.push(kept.length);
+  }
+  // The input goes back too, so the caller can fill it with the next batch.
+  return { reply: { out: output.buffer, used: at, lengths, data }, transfer: [output.buffer, data] };
 }
 `;
 
@@ -79,6 +78,8 @@ async function job({ data, byteLength, sizes, blockSize }) {
 export interface CompressedUnits {
   data: Buffer;
   lengths: number[];
+  /** The batch's input buffer, handed back for reuse. */
+  input: Uint8Array;
 }
 
 /** Per block of a batch: its CRC-32 (as zlib.crc32 gives it), or a zero flag for an all-zero block. */
@@ -92,6 +93,7 @@ export interface BlockHashes {
 interface Reply {
   data?: ArrayBuffer;
   out?: ArrayBuffer;
+  used?: number;
   lengths?: number[];
   hashes?: ArrayBuffer;
   zero?: ArrayBuffer;
@@ -114,11 +116,12 @@ export class CompressPool {
 
   /**
    * Compresses the units laid back to back in `data` (`sizes` bytes each). `data` must start at
-   * the start of its ArrayBuffer: that buffer is moved to the worker, unusable here afterwards.
+   * the start of its ArrayBuffer: that buffer is moved to the worker, unusable here afterwards,
+   * and comes back as `input`. `out`, when given, is moved too and reused for the payloads.
    */
-  async compress(data: Uint8Array, sizes: number[]): Promise<CompressedUnits> {
-    const reply = await this.send(data, { sizes });
-    return { data: Buffer.from(reply.out!), lengths: reply.lengths! };
+  async compress(data: Uint8Array, sizes: number[], out?: ArrayBuffer): Promise<CompressedUnits> {
+    const reply = await this.send(data, { sizes, out }, out ? [out] : []);
+    return { data: Buffer.from(reply.out!, 0, reply.used!), lengths: reply.lengths!, input: new Uint8Array(reply.data!) };
   }
 
   /** CRC-32 and zero flag of each block in `data` (moved to the worker, as for compress). */
@@ -127,11 +130,11 @@ export class CompressPool {
     return { hashes: new Uint32Array(reply.hashes!), zero: new Uint8Array(reply.zero!), data: new Uint8Array(reply.data!) };
   }
 
-  private async send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number }): Promise<Reply> {
+  private async send(data: Uint8Array, fields: { sizes?: number[]; blockSize?: number; out?: ArrayBuffer }, transfer: ArrayBuffer[] = []): Promise<Reply> {
     // A view from the start of its buffer: the whole buffer moves, byteLength says how much is data.
     if (data.byteOffset !== 0) throw new RangeError('a batch must start at the start of its ArrayBuffer');
     try {
-      return await this.pool.run<Reply>({ data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer]);
+      return await this.pool.run<Reply>({ data: data.buffer, byteLength: data.byteLength, ...fields }, [data.buffer as ArrayBuffer, ...transfer]);
     } catch (err) {
       // Callers of the COW layer handle CowFormatErrors; the code says what kind of failure it was.
       if (err instanceof VabError) throw new CowFormatError(err.code, err.message, { cause: err });

@@ -121,6 +121,7 @@ async function writePlan(
     opCountMax: opCount,
     maxBlocks: Math.max(plan.blockCount, 1),
     scratchSpace: options.scratchSpace,
+    unpublished: true,
   });
   if (plan.sequence.length > 0) await writer.addSequenceData(plan.sequence);
   const newBlock = Buffer.allocUnsafe(bs);
@@ -189,6 +190,8 @@ async function writeReplacesParallel(writer: CowWriter, plan: CowPlan, target: R
       }
       progress?.advance(end - t);
     }
+    // The writer has copied the payloads into its own batch.
+    if (compressed) replaces.release(compressed.payloads);
   }
 }
 

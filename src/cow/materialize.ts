@@ -1,6 +1,9 @@
 import type { RandomAccessFile } from './file';
 import { CowOpType } from './format';
+import { MaterializeScratch, readZeroPadded, settleAll, xorInto } from './materialize-support';
 import type { CowReader } from './reader';
+
+export { MaterializeScratch, readZeroPadded, settleAll, xorInto };
 
 /** Largest run of adjacent Copy blocks read from the source in one read. */
 const MAX_BATCH_BLOCKS = 256;
@@ -38,35 +41,6 @@ export const NOTHING_MERGED: MergeProgress = {
  * block order and `endBlock` the end of the caller's range, for sources that read ahead.
  */
 export type PayloadSource = (op: number, k: number, endBlock: number) => Buffer | Promise<Buffer>;
-
-/** Scratch a caller keeps across calls: one per concurrent caller, never shared. */
-export class MaterializeScratch {
-  readonly block: Buffer;
-  readonly blockWords: Int32Array;
-  private readonly unit: Buffer;
-  private unitOp = -1;
-
-  constructor(cow: CowReader) {
-    // Its own ArrayBuffer, so the Int32Array view over it is aligned.
-    this.block = Buffer.from(new ArrayBuffer(cow.blockSize));
-    this.blockWords = new Int32Array(this.block.buffer, 0, cow.blockSize >> 2);
-    this.unit = Buffer.allocUnsafe(Math.max(cow.header.maxCompressionSize, cow.blockSize));
-  }
-
-  /**
-   * The expanded unit of a multi-block Replace op. The last one is kept: reads that walk through a
-   * unit, or land on its neighbouring blocks, decompress it once (snapuserd's prev_op cache).
-   */
-  async unitOf(cow: CowReader, op: number, payload: () => Buffer | Promise<Buffer>): Promise<Buffer> {
-    const unit = this.unit.subarray(0, cow.unitSize(op));
-    if (this.unitOp !== op) {
-      this.unitOp = -1;
-      cow.expandPayload(op, await payload(), unit);
-      this.unitOp = op;
-    }
-    return unit;
-  }
-}
 
 /**
  * The one place that turns COW ops into bytes of the new image. A block's content is, by op:
@@ -109,9 +83,20 @@ export class Materializer {
    * Fills dst with blocks [start, end) as far as files decide them: base blocks where the COW has no
    * op (and the old bytes an in-place Xor applies to), and the sources of Copy and Xor ops (or, in a
    * merge, their merged or staged blocks), read concurrently. Zero, Replace and Xor data are left to
-   * `patch`. With `onlyIfTouched`, a range no op touches is not read at all and the result is false.
+   * `patch`. With `opBlocksOnly` (a caller whose copy of the base already holds the other blocks),
+   * blocks without an op are not read; a range no op touches then reads nothing and gives false.
+   * With `scratch`, the ops' reads go to its side buffer and are copied in once every read is done,
+   * so they need not wait for the read of the whole range.
    */
-  async loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false, view: MergeProgress = this.progress): Promise<boolean> {
+  async loadBaseLayer(
+    start: number,
+    end: number,
+    dst: Uint8Array,
+    out0 = 0,
+    opBlocksOnly = false,
+    view: MergeProgress = this.progress,
+    scratch?: MaterializeScratch,
+  ): Promise<boolean> {
     const { ops, index } = this.cow;
     const { order } = index;
     const bs = this.blockSize;
@@ -123,60 +108,109 @@ export class Materializer {
       const op = order[kEnd];
       covered += Math.min(end, ops.newBlock[op] + ops.span(op)) - Math.max(start, ops.newBlock[op]);
     }
-    if (onlyIfTouched && kEnd === kFirst) return false;
+    if (opBlocksOnly && kEnd === kFirst) return false;
     // One read of the whole range serves every block the COW does not change; ops overwrite theirs.
-    const bulk = covered < end - start;
-    if (bulk) await readZeroPadded(this.base, dst, out0, (end - start) * bs, start * bs);
+    const bulk = !opBlocksOnly && covered < end - start;
+    const aside = bulk && scratch ? scratch.aside((end - start) * bs) : undefined;
+    const reads: Promise<void>[] = [];
+    if (bulk) {
+      const whole = readZeroPadded(this.base, dst, out0, (end - start) * bs, start * bs);
+      if (aside) reads.push(whole);
+      else await whole;
+    }
+    // [side offset, dst offset, length] of each read that went aside.
+    const placed: number[] = [];
+    let asideAt = 0;
+    const read = (from: (into: Uint8Array, at: number) => Promise<void>, out: number, length: number): void => {
+      if (!aside) {
+        reads.push(from(dst, out));
+        return;
+      }
+      reads.push(from(aside, asideAt));
+      placed.push(asideAt, out, length);
+      asideAt += length;
+    };
     const inPlace = this.source === this.base && bulk;
-    let reads: Promise<void>[] | undefined;
     for (let k = kFirst; k < kEnd; ) {
       const op = order[k];
       const type = ops.type(op);
       const out = out0 + (Math.max(start, ops.newBlock[op]) - start) * bs;
       const where = progress && (type === CowOpType.Copy || type === CowOpType.Xor) ? progress.locate(op) : OrderedLocation.Source;
       if (where === OrderedLocation.Base) {
-        (reads ??= []).push(readZeroPadded(this.base, dst, out, bs, ops.newBlock[op] * bs));
+        read((into, at) => readZeroPadded(this.base, into, at, bs, ops.newBlock[op] * bs), out, bs);
       } else if (where === OrderedLocation.Scratch) {
-        (reads ??= []).push(progress!.readScratch(op, dst, out));
+        read((into, at) => progress!.readScratch(op, into, at), out, bs);
       } else if (type === CowOpType.Copy) {
         let n = 1;
         while (k + n < kEnd && n < MAX_BATCH_BLOCKS && this.copyContinues(order[k + n - 1], order[k + n], progress)) n++;
-        (reads ??= []).push(readZeroPadded(this.source, dst, out, n * bs, ops.source[op] * bs));
+        read((into, at) => readZeroPadded(this.source, into, at, n * bs, ops.source[op] * bs), out, n * bs);
         k += n;
         continue;
       } else if (type === CowOpType.Xor && !(inPlace && ops.source[op] === ops.newBlock[op] * bs)) {
-        (reads ??= []).push(readZeroPadded(this.source, dst, out, bs, ops.source[op]));
+        read((into, at) => readZeroPadded(this.source, into, at, bs, ops.source[op]), out, bs);
       }
       k++;
     }
-    if (reads) await settleAll(reads);
+    if (reads.length > 0) await settleAll(reads);
+    for (let i = 0; i < placed.length; i += 3) dst.set(aside!.subarray(placed[i], placed[i] + placed[i + 2]), placed[i + 1]);
     return true;
   }
 
   /**
-   * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
-   * to dst, which already holds the range's base layer.
+   * Expands every Replace op lying wholly inside [start, end) into the scratch's staging space, back
+   * to back in block order, while dst may still be receiving its base layer: so decompression runs
+   * alongside the reads instead of after them. `patch` with `staged` then copies them into place.
    */
-  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress): Promise<void> {
+  async stageReplaces(start: number, end: number, payloads: PayloadSource, scratch: MaterializeScratch): Promise<void> {
+    const { cow } = this;
+    const { ops, index } = cow;
+    const { order } = index;
+    const stage = scratch.stage((end - start) * this.blockSize);
+    let at = 0;
+    for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
+      const op = order[k];
+      if (!wholeReplace(cow, op, start, end)) continue;
+      const size = cow.unitSize(op);
+      // Awaiting only a real promise: most payloads are in memory, and each await is a microtask turn.
+      const bytes = payloads(op, k, end);
+      cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, stage.subarray(at, at + size));
+      at += size;
+    }
+  }
+
+  /**
+   * Applies the ops that need COW data (Zero, Replace, and Xor whose block is built from its source)
+   * to dst, which already holds the range's base layer. With `staged`, the Replace ops wholly inside
+   * the range were expanded by stageReplaces and are copied from there.
+   */
+  async patch(start: number, end: number, dst: Uint8Array, out0: number, payloads: PayloadSource, scratch: MaterializeScratch, view: MergeProgress = this.progress, staged = false): Promise<void> {
     const { cow } = this;
     const { ops, index } = cow;
     const { order } = index;
     const bs = this.blockSize;
     const progress = view.active ? view : undefined;
+    const stage = staged ? scratch.stage(0) : undefined;
+    let stageAt = 0;
     for (let k = index.firstEndingAfter(start); k < order.length && ops.newBlock[order[k]] < end; k++) {
       const op = order[k];
       const type = ops.type(op);
       if (type === CowOpType.Copy) continue;
       const opStart = ops.newBlock[op];
       const out = out0 + (Math.max(start, opStart) - start) * bs;
-      if (type === CowOpType.Zero) {
+      if (stage && wholeReplace(cow, op, start, end)) {
+        const size = cow.unitSize(op);
+        dst.set(stage.subarray(stageAt, stageAt + size), out);
+        stageAt += size;
+      } else if (type === CowOpType.Zero) {
         dst.fill(0, out, out + bs);
       } else if (type === CowOpType.Xor) {
         if (progress && progress.locate(op) !== OrderedLocation.Source) continue;
-        cow.expandPayload(op, await payloads(op, k, end), scratch.block);
+        const bytes = payloads(op, k, end);
+        cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, scratch.block);
         xorInto(dst, out, scratch.block, scratch.blockWords);
       } else if (opStart >= start && opStart + ops.span(op) <= end) {
-        cow.expandPayload(op, await payloads(op, k, end), dst.subarray(out, out + cow.unitSize(op)));
+        const bytes = payloads(op, k, end);
+        cow.expandPayload(op, bytes instanceof Promise ? await bytes : bytes, dst.subarray(out, out + cow.unitSize(op)));
       } else {
         // A multi-block unit entered or left part-way: expand it whole, keep it for the next read.
         const first = Math.max(start, opStart) - opStart;
@@ -214,33 +248,8 @@ export class Materializer {
   }
 }
 
-/** Reads file bytes; bytes past its end read as zeros (an image that grew). */
-export async function readZeroPadded(file: RandomAccessFile, dst: Uint8Array, out: number, length: number, position: number): Promise<void> {
-  let done = 0;
-  while (done < length) {
-    const got = await file.read(dst, out + done, length - done, position + done);
-    if (got === 0) break;
-    done += got;
-  }
-  if (done < length) dst.fill(0, out + done, out + length);
-}
-
-/** Waits for every read (none may still be filling a buffer when this returns), then throws the first failure. */
-export async function settleAll(reads: Promise<unknown>[]): Promise<void> {
-  if (reads.length === 1) {
-    await reads[0];
-    return;
-  }
-  const results = await Promise.allSettled(reads);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
-}
-
-/** XORs one block into dst, a 32-bit word at a time when dst is aligned. */
-export function xorInto(dst: Uint8Array, at: number, data: Buffer, words: Int32Array): void {
-  if (((dst.byteOffset + at) & 3) === 0 && (data.length & 3) === 0) {
-    const target = new Int32Array(dst.buffer, dst.byteOffset + at, data.length >> 2);
-    for (let i = 0; i < words.length; i++) target[i] ^= words[i];
-    return;
-  }
-  for (let i = 0; i < data.length; i++) dst[at + i] ^= data[i];
+/** Whether op is a Replace op whose whole unit lies inside blocks [start, end). */
+function wholeReplace(cow: CowReader, op: number, start: number, end: number): boolean {
+  const { ops } = cow;
+  return ops.type(op) === CowOpType.Replace && ops.newBlock[op] >= start && ops.newBlock[op] + ops.span(op) <= end;
 }

@@ -37,9 +37,16 @@ interface Job {
  * as it is classified (while the budget of raw bytes in flight or held lasts); the write pass then
  * prepares whatever planning did not cover or what orderForMerge changed, a few chunks ahead.
  */
+/** Batch buffers are at least this long, so a recycled one fits any chunk's units. */
+const MIN_BATCH_BYTES = 1 << 20;
+
 export class ParallelReplaces {
   private readonly jobs = new Map<number, Job>();
   private heldBytes = 0;
+  // Batch inputs and payload buffers travel to the threads and back and are filled again: fresh
+  // memory for each chunk costs page faults and garbage collection on every thread.
+  private readonly freeInputs: Uint8Array[] = [];
+  private readonly freeOutputs: ArrayBuffer[] = [];
 
   constructor(
     private readonly pool: CompressPool,
@@ -67,6 +74,11 @@ export class ParallelReplaces {
     this.submit(first, units, data);
   }
 
+  /** Hands back a taken chunk's payload buffer once its payloads are written. */
+  release(payloads: CompressedUnits): void {
+    this.freeOutputs.push(payloads.data.buffer as ArrayBuffer);
+  }
+
   /** The chunk's units and their payloads; undefined when it has no Replace unit. */
   async take(first: number): Promise<{ units: number[]; payloads: CompressedUnits } | undefined> {
     const job = this.jobs.get(first);
@@ -80,7 +92,9 @@ export class ParallelReplaces {
     let rawBytes = 0;
     for (let i = 1; i < units.length; i += 2) rawBytes += units[i] * bs;
     // Its own ArrayBuffer: it moves to the worker.
-    const bytes = new Uint8Array(rawBytes);
+    const free = this.freeInputs.findIndex((b) => b.byteLength >= rawBytes);
+    const whole = free >= 0 ? this.freeInputs.splice(free, 1)[0] : new Uint8Array(Math.max(rawBytes, MIN_BATCH_BYTES));
+    const bytes = whole.subarray(0, rawBytes);
     const sizes: number[] = [];
     for (let i = 0, at = 0; i < units.length; i += 2) {
       const start = (units[i] - first) * bs;
@@ -89,7 +103,10 @@ export class ParallelReplaces {
       sizes.push(size);
       at += size;
     }
-    const result = this.pool.compress(bytes, sizes);
+    const result = this.pool.compress(bytes, sizes, this.freeOutputs.pop()).then((done) => {
+      this.freeInputs.push(done.input);
+      return done;
+    });
     result.catch(() => undefined); // seen where it is taken, never as an unhandled rejection
     this.jobs.set(first, { units, result, rawBytes });
     this.heldBytes += rawBytes;

@@ -1,6 +1,6 @@
 import { badArgument } from './errors';
 import { openFile, RandomAccessFile, readExactly } from './file';
-import { MaterializeScratch, Materializer, MergeProgress, NOTHING_MERGED, settleAll } from './materialize';
+import { MaterializeScratch, Materializer, MergeProgress, NOTHING_MERGED, PayloadSource, settleAll } from './materialize';
 import { CowReader } from './reader';
 
 /** Largest single read the reader issues for a batch of adjacent payloads. */
@@ -106,20 +106,20 @@ export class SnapshotReader {
     const readahead = start === this.lastEnd;
     this.lastEnd = end;
     const m = this.materializer;
-    const kData = m.firstPayload(start, end);
-    if (kData >= 0) {
-      // The payload read runs alongside the base reads.
-      const op = this.cow.index.order[kData];
-      await settleAll([m.loadBaseLayer(start, end, dst, out0, false, progress), ctx.payloadOf(op, kData, end, readahead).then(() => undefined)]);
-    } else {
+    const payloads: PayloadSource = (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead);
+    if (m.firstPayload(start, end) < 0) {
       await m.loadBaseLayer(start, end, dst, out0, false, progress);
+      await m.patch(start, end, dst, out0, payloads, ctx.scratch, progress);
+      return;
     }
-    await m.patch(start, end, dst, out0, (op, k, endBlock) => ctx.payloadOf(op, k, endBlock, readahead), ctx.scratch, progress);
+    // Payloads are read and expanded aside while the base layer's reads fill dst, then copied in.
+    await settleAll([m.loadBaseLayer(start, end, dst, out0, false, progress, ctx.scratch), m.stageReplaces(start, end, payloads, ctx.scratch)]);
+    await m.patch(start, end, dst, out0, payloads, ctx.scratch, progress, true);
   }
 
   /** The base layer of blocks [start, end) (see Materializer.loadBaseLayer). */
-  loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, onlyIfTouched = false): Promise<boolean> {
-    return this.materializer.loadBaseLayer(start, end, dst, out0, onlyIfTouched);
+  loadBaseLayer(start: number, end: number, dst: Uint8Array, out0 = 0, opBlocksOnly = false): Promise<boolean> {
+    return this.materializer.loadBaseLayer(start, end, dst, out0, opBlocksOnly);
   }
 
   async close(): Promise<void> {
@@ -149,25 +149,33 @@ class ReadContext {
    * `readahead`, up to READAHEAD_BYTES of the ops after them. Payloads never change while the COW
    * is open, so the window stays valid across calls. `k` < 0: the op alone.
    */
-  async payloadOf(op: number, k: number, endBlock: number, readahead: boolean): Promise<Buffer> {
+  payloadOf(op: number, k: number, endBlock: number, readahead: boolean): Buffer | Promise<Buffer> {
+    const start = this.cow.ops.dataOffset[op];
+    const length = this.cow.ops.dataLength[op];
+    // Most payloads are in the window already: no promise, no trip through the microtask queue.
+    if (start >= this.windowStart && start + length <= this.windowEnd) return this.window.subarray(start - this.windowStart, start - this.windowStart + length);
+    return this.fetch(op, k, endBlock, readahead);
+  }
+
+  private async fetch(op: number, k: number, endBlock: number, readahead: boolean): Promise<Buffer> {
     const { ops, index } = this.cow;
     const start = ops.dataOffset[op];
     const length = ops.dataLength[op];
-    if (start < this.windowStart || start + length > this.windowEnd) {
-      let end = start + length;
-      const limit = readahead ? READAHEAD_BYTES : 0;
-      for (let j = k + 1; k >= 0 && j < index.order.length && (ops.newBlock[index.order[j]] < endBlock || end - start < limit); j++) {
-        const next = index.order[j];
-        if (ops.dataLength[next] === 0) continue;
-        if (ops.dataOffset[next] !== end || end + ops.dataLength[next] - start > this.window.length) break;
-        end += ops.dataLength[next];
-      }
-      if (end - start > this.window.length) this.window = Buffer.allocUnsafe(end - start);
-      await readExactly(this.cow.file, this.window, 0, end - start, start, 'op data', op);
-      this.windowStart = start;
-      this.windowEnd = end;
+    let end = start + length;
+    const limit = readahead ? READAHEAD_BYTES : 0;
+    for (let j = k + 1; k >= 0 && j < index.order.length && (ops.newBlock[index.order[j]] < endBlock || end - start < limit); j++) {
+      const next = index.order[j];
+      if (ops.dataLength[next] === 0) continue;
+      if (ops.dataOffset[next] !== end || end + ops.dataLength[next] - start > this.window.length) break;
+      end += ops.dataLength[next];
     }
-    return this.window.subarray(start - this.windowStart, start - this.windowStart + length);
+    if (end - start > this.window.length) this.window = Buffer.allocUnsafe(end - start);
+    // The window is invalid while it is being refilled (a failed read leaves it empty).
+    this.windowStart = this.windowEnd = 0;
+    await readExactly(this.cow.file, this.window, 0, end - start, start, 'op data', op);
+    this.windowStart = start;
+    this.windowEnd = end;
+    return this.window.subarray(0, length);
   }
 }
 

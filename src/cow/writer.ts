@@ -37,6 +37,12 @@ export interface CowWriterOptions {
   scratchSpace?: boolean;
   /** Ops and data are cached and written in batches of about this many blocks (cluster_ops). */
   batchBlocks?: number;
+  /**
+   * The file is new, empty and nobody opens it before it is renamed into place (createCow): then
+   * only its final state has to be durable, so the fsyncs that order header against ops are
+   * skipped (finalize still fsyncs once), and the scratch region is left to read as zeros.
+   */
+  unpublished?: boolean;
 }
 
 export interface CowSizeEstimate {
@@ -71,6 +77,7 @@ export class CowWriter {
     compression: CompressionSpec,
     private readonly maxBlocks: number | undefined,
     batchBlocks: number,
+    private readonly unpublished = false,
   ) {
     this.header = header;
     this.codec = createCodec(compression.algorithm, compression.level, header.maxCompressionSize);
@@ -93,8 +100,14 @@ export class CowWriter {
 
   static async createOn(file: RandomAccessFile, options: CowWriterOptions): Promise<CowWriter> {
     const { header, compression, maxBlocks, batchBlocks } = headerFromOptions(options, false);
-    const writer = new CowWriter(file, header, compression, maxBlocks, batchBlocks);
+    const unpublished = options.unpublished ?? false;
+    const writer = new CowWriter(file, header, compression, maxBlocks, batchBlocks, unpublished);
     await file.write(encodeHeaderV3(header), 0, COW_HEADER_V3_SIZE, 0);
+    if (unpublished) {
+      // An empty file grown by truncation reads as zeros: the scratch region costs no write.
+      await file.truncate(header.headerSize + header.bufferSize);
+      return writer;
+    }
     if (header.bufferSize > 0) await file.write(Buffer.alloc(header.bufferSize), 0, header.bufferSize, header.headerSize);
     await file.sync();
     return writer;
@@ -257,7 +270,7 @@ export class CowWriter {
     this.checkOpen();
     await this.flush();
     if (this.file) {
-      await this.file.sync();
+      if (!this.unpublished) await this.file.sync();
       await this.file.write(encodeHeaderV3(this.header), 0, COW_HEADER_V3_SIZE, 0);
       // The file ends where the data does: stale bytes from a resumed attempt go, a COW with no
       // data still spans its whole op area.

@@ -52,9 +52,9 @@ async function replace(w: CowWriter, e: Edits, t: number, count: number, seed: n
   data.copy(e.image, t * BS);
 }
 
-async function outcome(basePath: string, cowPath: string, size: number): Promise<Buffer> {
+async function outcome(basePath: string, cowPath: string, size: number, fsync = false): Promise<Buffer> {
   const outPath = path.join(dir, 'out.img');
-  await applyCow(cowPath, basePath, outPath, { size });
+  await applyCow(cowPath, basePath, outPath, { size, fsync });
   const out = await fs.readFile(outPath);
   expect((await fs.readdir(dir)).filter((n) => n.includes('.tmp-'))).toEqual([]);
   return out;
@@ -97,6 +97,54 @@ describe('applyCow over several chunks', () => {
       }
     });
     expect((await outcome(basePath, cowPath, expected.length)).equals(expected)).toBe(true);
+  });
+
+  it('patches a copy of a base shorter than the output: ops past its end land, untouched blocks past it read as zeros', async () => {
+    // 4 of 10 chunks touched: the base-copy path.
+    const newBlocks = 10 * CHUNK_BLOCKS;
+    const { basePath, cowPath, expected } = await build('grow', 2 * CHUNK_BLOCKS + 3, newBlocks, async (w, e) => {
+      await replace(w, e, CHUNK_BLOCKS - 1, 2, 11); // across a chunk boundary
+      await replace(w, e, 2 * CHUNK_BLOCKS + 2, 4, 12); // across the base's end
+      await w.addCopy(9 * CHUNK_BLOCKS + 1, 2 * CHUNK_BLOCKS + 2); // the base's last block, far past its end
+      e.base.copy(e.image, (9 * CHUNK_BLOCKS + 1) * BS, (2 * CHUNK_BLOCKS + 2) * BS, (2 * CHUNK_BLOCKS + 3) * BS);
+    });
+    expect(expected.subarray((2 * CHUNK_BLOCKS + 6) * BS, (9 * CHUNK_BLOCKS + 1) * BS).every((b) => b === 0)).toBe(true);
+    expect((await outcome(basePath, cowPath, expected.length)).equals(expected)).toBe(true);
+  });
+
+  it('rewrites every chunk of a densely changed image shorter than its base, and with fsync writes the same bytes', async () => {
+    const newBlocks = 2 * CHUNK_BLOCKS + 9;
+    const { basePath, cowPath, expected } = await build('shrink', 3 * CHUNK_BLOCKS, newBlocks, async (w, e) => {
+      for (let t = 1; t < newBlocks; t += 3) await replace(w, e, t, 1, t);
+    });
+    expect((await outcome(basePath, cowPath, expected.length)).equals(expected)).toBe(true);
+    expect((await outcome(basePath, cowPath, expected.length, true)).equals(expected)).toBe(true);
+  });
+
+  it('replaces an existing, longer output whole, with and without fsync', async () => {
+    const { basePath, cowPath, expected } = await build('over', 4 * CHUNK_BLOCKS, 4 * CHUNK_BLOCKS, async (w, e) => {
+      await replace(w, e, 3 * CHUNK_BLOCKS + 5, 2, 21);
+    });
+    const outPath = path.join(dir, 'existing.img');
+    for (const fsync of [false, true]) {
+      await fs.writeFile(outPath, Buffer.alloc(9 * CHUNK_BLOCKS * BS, 0x5a)); // longer than the new image
+      await applyCow(cowPath, basePath, outPath, { size: expected.length, fsync });
+      expect((await fs.readFile(outPath)).equals(expected)).toBe(true);
+    }
+    expect((await fs.readdir(dir)).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('leaves no temporary file when a payload is corrupt on the base-copy path', async () => {
+    const { basePath, cowPath, expected } = await build('corrupt-sparse', 6 * CHUNK_BLOCKS, 6 * CHUNK_BLOCKS, async (w, e) => {
+      await replace(w, e, 5 * CHUNK_BLOCKS + 1, 1, 31);
+    });
+    const cow = await fs.readFile(cowPath);
+    cow.fill(0xee, cow.length - 64);
+    await fs.writeFile(cowPath, cow);
+    const outPath = path.join(dir, 'never-sparse.img');
+    await expect(applyCow(cowPath, basePath, outPath, { size: expected.length, fsync: true })).rejects.toThrow(/decompress/);
+    await expect(fs.stat(outPath)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await fs.readdir(dir)).filter((n) => n.includes('.tmp-'))).toEqual([]);
   });
 
   it('leaves neither the output nor a temporary file when a payload deep in the image is corrupt', async () => {

@@ -49,6 +49,13 @@ describe('vab cow', () => {
 
     expect((await cli('cow', 'apply', file('x.cow'), '--base', file('old.img'), '-o', file('out.img'))).code).toBe(0);
     expect((await fs.readFile(file('out.img'))).equals(await fs.readFile(file('new.img')))).toBe(true);
+    expect((await cli('cow', 'apply', file('x.cow'), '--base', file('old.img'), '-o', file('durable.img'), '--fsync')).code).toBe(0);
+    expect((await fs.readFile(file('durable.img'))).equals(await fs.readFile(file('new.img')))).toBe(true);
+  });
+
+  it('documents --fsync in the help of cow apply', async () => {
+    const help = await cli('cow', 'apply', '--help');
+    expect(help.stdout).toMatch(/--fsync\s+durable \(fsync before rename\)/);
   });
 
   it('reports a malformed COW with its file and offset and exits non-zero', async () => {

@@ -48,10 +48,11 @@ export function registerCowCommands(program: Command): void {
     .requiredOption('--base <old>', 'old image')
     .requiredOption('-o, --output <new>', 'new image to write')
     .option('--size <bytes>', 'size of the new image (default: the base size, or the COW extent if larger)', parseInteger)
+    .option('--fsync', 'durable (fsync before rename); without it the image is complete under its name but not fsynced')
     .description('write the new image a COW describes over OLD (OLD is not modified)')
-    .action(async (file: string, opts: { base: string; output: string; size?: number }) => {
+    .action(async (file: string, opts: { base: string; output: string; size?: number; fsync?: boolean }) => {
       const { applyCow } = require('../../cow') as typeof import('../../cow');
-      const result = await applyCow(file, opts.base, opts.output, { size: opts.size, progress: true });
+      const result = await applyCow(file, opts.base, opts.output, { size: opts.size, progress: true, fsync: opts.fsync ?? false });
       process.stdout.write(`${opts.output}: ${result.bytes} bytes (${result.blocks} blocks)\n`);
     });
 }
