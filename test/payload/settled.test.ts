@@ -33,4 +33,13 @@ describe('settledAfterEachOp', () => {
   it('several extents in one op', () => {
     expect(settledAfterEachOp(partition([[[0, 1], [3, 1]], [[1, 2]]]), BS, 4 * BS)).toEqual([BS, 4 * BS]);
   });
+
+  it('costs nothing per block: a partition that claims 64 GiB with two ops', () => {
+    const huge = 64 * 1024 * 1024 * 1024;
+    expect(settledAfterEachOp(partition([[[5, 1]], [[0, 1]]]), BS, huge)).toEqual([0, huge]);
+  });
+
+  it('an extent of no blocks holds nothing back', () => {
+    expect(settledAfterEachOp(partition([[[0, 1]], [[0, 0], [2, 1]]]), BS, 3 * BS)).toEqual([2 * BS, 3 * BS]);
+  });
 });
