@@ -19,7 +19,7 @@ export interface ApplyCowOptions {
 }
 
 /** The image is patched in chunks of this many bytes (a multiple of every unit size Android uses). */
-export const CHUNK_BYTES = 2 << 20;
+const CHUNK_BYTES = 2 << 20;
 /** Chunk buffers: one being patched, the others having their sources read ahead. */
 const SLOTS = 6;
 /** Patched chunks held in memory while the kernel is still copying the base, before waiting for it. */

@@ -81,13 +81,15 @@ export async function planCow(base: RandomAccessFile, target: RandomAccessFile, 
     let candidateCount = 0;
     for (let i = 0; i < n; i++) {
       const t = first + i;
-      const block = newChunk.subarray(i * bs, (i + 1) * bs);
-      const old = i < oldN ? oldChunk.subarray(i * bs, (i + 1) * bs) : undefined;
-      if (old && block.equals(old)) continue;
-      if (isZero(block)) {
+      const from = i * bs;
+      // Most blocks are unchanged: compared in place, no view allocated for them.
+      if (i < oldN && newChunk.compare(oldChunk, from, from + bs, from, from + bs) === 0) continue;
+      if (zeroBlockOf(bs).compare(newChunk, from, from + bs) === 0) {
         kinds[t] = CowOpType.Zero;
         continue;
       }
+      const block = newChunk.subarray(from, from + bs);
+      const old = i < oldN ? oldChunk.subarray(from, from + bs) : undefined;
       const s = table.find(hashBlock(block));
       if (s >= 0 && s !== t) {
         candidateBlocks[candidateCount] = i;
@@ -263,9 +265,13 @@ function hashBlock(block: Buffer): number {
 
 let zeroBlock = Buffer.alloc(0);
 
+function zeroBlockOf(size: number): Buffer {
+  if (zeroBlock.length !== size) zeroBlock = Buffer.alloc(size);
+  return zeroBlock;
+}
+
 function isZero(block: Buffer): boolean {
-  if (zeroBlock.length !== block.length) zeroBlock = Buffer.alloc(block.length);
-  return block.equals(zeroBlock);
+  return block.equals(zeroBlockOf(block.length));
 }
 
 /** A block "resembles" its old self when at least half its bytes are unchanged: XOR then compresses well. */

@@ -6,7 +6,7 @@ import { CowReader } from './reader';
 /** Largest single read the reader issues for a batch of adjacent payloads. */
 const MAX_BATCH_BYTES = 1 << 20;
 /** Payload bytes read past a sequential caller's range, so its next small reads find them in memory. */
-const READAHEAD_BYTES = 128 << 10;
+const READAHEAD_BYTES = 256 << 10;
 
 /**
  * The new image as the COW describes it over its base (the old image): what snapuserd serves for
