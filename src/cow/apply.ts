@@ -1,5 +1,4 @@
 import fs, { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import { replaceFileAtomically } from '../util/atomic';
 import { createProgress, Progress } from '../util/progress';
 import { writeEveryChunk } from './apply-full';
@@ -54,7 +53,7 @@ export async function applyCow(cowPath: string, basePath: string, outPath: strin
     return { blocks: snapshot.blockCount, bytes: snapshot.byteLength };
   };
   try {
-    return await (fsync ? replaceFileAtomically(outPath, produce) : renameWhenDone(outPath, produce));
+    return await replaceFileAtomically(outPath, produce, { durable: fsync });
   } finally {
     progress?.finish();
     await snapshot.close();
@@ -69,20 +68,6 @@ async function reflink(from: string, to: string): Promise<boolean> {
   } catch {
     await fsp.rm(to, { force: true });
     return false;
-  }
-}
-
-/** replaceFileAtomically without its fsyncs: complete or absent under its name, not durable. */
-async function renameWhenDone<T>(file: string, produce: (temporaryPath: string) => Promise<T>): Promise<T> {
-  const target = path.resolve(file);
-  const temporaryPath = path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${Date.now()}`);
-  try {
-    const result = await produce(temporaryPath);
-    await fsp.rename(temporaryPath, target);
-    return result;
-  } catch (err) {
-    await fsp.rm(temporaryPath, { force: true });
-    throw err;
   }
 }
 
