@@ -47,13 +47,21 @@ function forget(key) {
   files.delete(key);
   if (state) fs.closeSync(state.fd);
 }
-async function job({ kind, key, path, upTo }) {
+async function job({ kind, key, path, upTo, position, data }) {
   try {
     if (kind === 'forget') {
       forget(key);
       return { reply: {} };
     }
     const state = follow(key, path);
+    if (kind === 'data') {
+      // Bytes the writer still had in memory: no need to read them back. Anything else is read.
+      if (position === state.at) {
+        state.hash.update(data);
+        state.at += data.length;
+      }
+      return { reply: {} };
+    }
     hashUpTo(state, upTo);
     if (kind === 'advance') return { reply: {} };
     forget(key);
@@ -83,9 +91,10 @@ export class HashFollowerPool {
   }
 }
 
-/** One file's hash; `advance` may be called freely, only `finish` waits. */
+/** One file's hash; `advance` and `feed` may be called freely, only `finish` waits. */
 export class HashFollower {
-  private settled = 0;
+  /** How far the thread will have hashed once it has done everything posted so far. */
+  private posted = 0;
   private failure: unknown;
   private finished = false;
 
@@ -97,11 +106,24 @@ export class HashFollower {
 
   /** The first `bytes` of the file are final. Going backwards is ignored. */
   advance(bytes: number): void {
-    if (bytes <= this.settled || this.failure || this.finished) return;
-    this.settled = bytes;
-    this.pool.run({ kind: 'advance', key: this.key, path: this.file, upTo: bytes }).catch((err: unknown) => {
-      this.failure ??= err;
-    });
+    if (bytes <= this.posted || this.failure || this.finished) return;
+    this.posted = bytes;
+    this.post({ kind: 'advance', key: this.key, path: this.file, upTo: bytes });
+  }
+
+  /** Whether `feed` would take bytes at `position` (they continue what is hashed so far). */
+  wants(position: number): boolean {
+    return position === this.posted && !this.failure && !this.finished;
+  }
+
+  /**
+   * Final bytes at `position`, still in memory: they move to the thread (`data` must own its whole
+   * ArrayBuffer, and is unusable here after), which hashes them without reading the file.
+   */
+  feed(position: number, data: Buffer): void {
+    if (!this.wants(position)) return;
+    this.posted += data.length;
+    this.post({ kind: 'data', key: this.key, path: this.file, position, data }, [data.buffer as ArrayBuffer]);
   }
 
   /** The SHA-256 of the file's first `size` bytes (the file must be final by now). */
@@ -121,6 +143,12 @@ export class HashFollower {
   async forget(): Promise<void> {
     this.finished = true;
     await this.pool.run({ kind: 'forget', key: this.key }).catch(() => undefined);
+  }
+
+  private post(message: object, transfer: ArrayBuffer[] = []): void {
+    this.pool.run(message, transfer).catch((err: unknown) => {
+      this.failure ??= err;
+    });
   }
 
   private readBackError(err: unknown): VabError {

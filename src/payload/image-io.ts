@@ -60,6 +60,8 @@ export class ImageFileWriter implements PartitionWriter {
   /** Gather buffers whose writes are done, for reuse: allocating 1 MiB per small write costs more than the write. */
   private readonly spareBuffers: Buffer[] = [];
   private settleAsked = 0;
+  /** The settled prefix as last reported, unrounded: writes below it are final when they land. */
+  private settledExact = 0;
   private lastWrite: Promise<void> = Promise.resolve();
   /** One byte per block: has anything been written there? */
   private readonly written: Uint8Array;
@@ -115,6 +117,7 @@ export class ImageFileWriter implements PartitionWriter {
    */
   settle(bytes: number): void {
     const upTo = Math.min(bytes, this.size);
+    this.settledExact = Math.max(this.settledExact, upTo);
     if (upTo < this.settleAsked + SETTLE_STEP_BYTES && upTo < this.size) return;
     this.settleAsked = upTo;
     if (this.gathered && this.gathered.position < upTo) this.flushGathered();
@@ -182,7 +185,11 @@ export class ImageFileWriter implements PartitionWriter {
     const done: Promise<void> = (this.lastWrite = this.lastWrite.then(() => writeFully(this.handle, data, position))).then(
       () => {
         this.pending.delete(done);
-        if (spare) this.spareBuffers.push(spare);
+        // Final bytes that continue the hash go to its thread from memory, saving the read back.
+        const whole = spare ?? data;
+        const owned = whole.byteOffset === 0 && whole.byteLength === whole.buffer.byteLength && whole.buffer instanceof ArrayBuffer;
+        if (owned && position + data.length <= this.settledExact && this.hash.wants(position)) this.hash.feed(position, spare ? spare.subarray(0, data.length) : data);
+        else if (spare) this.spareBuffers.push(spare);
       },
       (err) => {
         this.pending.delete(done);

@@ -56,6 +56,23 @@ describe('HashFollower hashes a file as it settles', () => {
     expect(hb.equals(sha(b))).toBe(true);
   });
 
+  it('bytes fed from memory and bytes read back make one hash, in any mix', async () => {
+    const file = path.join(dir, 'mixed.img');
+    const data = randomBytes(7, 6 * 1024 * 1024 + 4096);
+    await fs.writeFile(file, data);
+    const follower = pool.follow(file);
+    const piece = (from: number, to: number) => Buffer.from(data.subarray(from, to)); // owns its memory, as fed buffers must
+    const MiB = 1024 * 1024;
+    expect(follower.wants(0)).toBe(true);
+    follower.feed(0, piece(0, MiB));
+    expect(follower.wants(0)).toBe(false);
+    follower.feed(3 * MiB, piece(3 * MiB, 4 * MiB)); // not next: ignored, read back later
+    follower.advance(2 * MiB); // read back
+    follower.feed(2 * MiB, piece(2 * MiB, 3 * MiB));
+    follower.advance(5 * MiB);
+    expect((await follower.finish(data.length)).equals(sha(data))).toBe(true);
+  });
+
   it('a file it cannot read fails finish with EIO naming the file', async () => {
     const file = path.join(dir, 'missing.img');
     const follower = pool.follow(file);
