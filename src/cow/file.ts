@@ -26,6 +26,9 @@ export async function openFile(path: string, mode: OpenMode): Promise<RandomAcce
 }
 
 class NodeFile implements RandomAccessFile {
+  /** Reads running on the raw descriptor: close() waits for them, as FileHandle does for its own. */
+  private readonly reading = new Set<Promise<number>>();
+
   constructor(
     readonly path: string,
     private readonly handle: fs.FileHandle,
@@ -44,12 +47,17 @@ class NodeFile implements RandomAccessFile {
   /**
    * One pread through the callback API on the handle's descriptor: it costs the main thread about
    * half what FileHandle.read does, which counts when a read of 1 MiB of the new image takes a
-   * dozen small reads. Callers never close a file with a read in flight.
+   * dozen small reads. A close waits for these reads: the descriptor's number could otherwise be
+   * reused by another file while one is still running.
    */
   private pread(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return new Promise((resolve, reject) => {
+    const read = new Promise<number>((resolve, reject) => {
       fsCallbacks.read(this.handle.fd, buffer, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
     });
+    this.reading.add(read);
+    const forget = () => void this.reading.delete(read);
+    read.then(forget, forget);
+    return read;
   }
 
   async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<void> {
@@ -97,6 +105,7 @@ class NodeFile implements RandomAccessFile {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.reading]);
     await this.handle.close();
   }
 }
