@@ -4,6 +4,7 @@ import { VabError } from '../util/errors';
 import { WorkerPool } from '../util/worker-pool';
 import { bz2Bounded, decodeFailure, xzInto, zstdInto } from './bounded-decode';
 import { Compression, checkDecodedSize, decompress } from './codecs';
+import { hashFileRange } from './hash-range';
 
 /**
  * Decompression off the main thread, so that several operations decompress at once while the
@@ -34,28 +35,14 @@ ${xzInto.toString()}
 ${bz2Bounded.toString()}
 ${decodeFailure.toString()}
 let bzip2;
-// Synchronous reads are right on this thread: it serves no mount and does nothing else meanwhile.
+${hashFileRange.toString()}
+let rangeBuffer = Buffer.alloc(0);
 function sha256OfRanges(file, ranges) {
   const fs = require('fs');
   const hash = createHash('sha256');
   const fd = fs.openSync(file, 'r');
   try {
-    let buffer = Buffer.allocUnsafe(0);
-    for (const [position, length] of ranges) {
-      for (let at = 0; at < length; ) {
-        const want = Math.min(4 << 20, length - at);
-        if (buffer.length < want) buffer = Buffer.allocUnsafe(want);
-        let got = 0;
-        while (got < want) {
-          const n = fs.readSync(fd, buffer, got, want - got, position + at + got);
-          if (n === 0) break;
-          got += n;
-        }
-        buffer.fill(0, got, want); // past the end of the image: zeros, as the image reader gives
-        hash.update(buffer.subarray(0, want));
-        at += want;
-      }
-    }
+    for (const [position, length] of ranges) rangeBuffer = hashFileRange(fs, fd, hash, rangeBuffer, position, length);
   } finally {
     fs.closeSync(fd);
   }

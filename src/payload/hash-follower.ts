@@ -1,5 +1,6 @@
 import { VabError } from '../util/errors';
 import { WorkerPool } from '../util/worker-pool';
+import { hashFileRange } from './hash-range';
 
 /**
  * SHA-256 of image files that are still being written, computed on a thread of its own. The
@@ -11,13 +12,12 @@ import { WorkerPool } from '../util/worker-pool';
  * what makes "advance, advance, finish" safe without waiting for each advance.
  */
 
-// Synchronous reads are right here: this thread does nothing else, and serves no mount.
 const WORKER_SOURCE = `
 const fs = require('fs');
 const { createHash } = require('crypto');
-const CHUNK = 4 * 1024 * 1024;
 const files = new Map();
-let buffer;
+let buffer = Buffer.alloc(0);
+${hashFileRange.toString()}
 function follow(key, path) {
   let state = files.get(key);
   if (!state) {
@@ -27,20 +27,9 @@ function follow(key, path) {
   return state;
 }
 function hashUpTo(state, end) {
-  buffer = buffer || Buffer.allocUnsafe(CHUNK);
-  while (state.at < end) {
-    const want = Math.min(CHUNK, end - state.at);
-    let got = 0;
-    while (got < want) {
-      const n = fs.readSync(state.fd, buffer, got, want - got, state.at + got);
-      if (n === 0) break;
-      got += n;
-    }
-    // Past the end of what was written so far, the image holds zeros.
-    buffer.fill(0, got, want);
-    state.hash.update(buffer.subarray(0, want));
-    state.at += want;
-  }
+  if (end <= state.at) return;
+  buffer = hashFileRange(fs, state.fd, state.hash, buffer, state.at, end - state.at);
+  state.at = end;
 }
 function forget(key) {
   const state = files.get(key);
