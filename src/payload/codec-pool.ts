@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { VabError } from '../util/errors';
-import { WorkerPool } from '../util/worker-pool';
+import { WorkerPool, ownsItsMemory } from '../util/worker-pool';
 import { bz2Bounded, decodeFailure, xzInto, zstdInto } from './bounded-decode';
 import { Compression, checkDecodedSize, decompress } from './codecs';
 import { hashFileRange } from './hash-range';
@@ -94,7 +94,7 @@ export class DecodePool {
   async verifyAndDecompress(kind: Compression, data: Buffer, expectedSize: number, sha256?: Buffer): Promise<Buffer> {
     if (!OFF_THREAD_KINDS.has(kind) || data.length < OFF_THREAD_MIN_BYTES) return verifyAndDecompressHere(kind, data, expectedSize, sha256);
     const pool = this.started();
-    const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    const owned = ownsItsMemory(data);
     // The hash may be a view into the whole manifest: send a copy of its 32 bytes, not the manifest.
     const message = { kind, data, limit: expectedSize, sha256: sha256 && Buffer.from(sha256) };
     const reply = await pool.run<{ out?: Uint8Array; hashMismatch?: Uint8Array }>(message, owned ? [data.buffer as ArrayBuffer] : []);
@@ -118,7 +118,7 @@ export class DecodePool {
    * use the returned buffer, not `data`, afterwards. Small or shared buffers are hashed here.
    */
   async sha256Lending(data: Buffer): Promise<{ digest: Buffer; data: Buffer }> {
-    const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    const owned = ownsItsMemory(data);
     if (!owned || data.length < OFF_THREAD_MIN_BYTES) return { digest: createHash('sha256').update(data).digest(), data };
     const reply = await this.started().run<{ digest: Uint8Array; data: Uint8Array }>({ kind: 'sha256-lend', data }, [data.buffer as ArrayBuffer]);
     return { digest: Buffer.from(reply.digest), data: Buffer.from(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength) };

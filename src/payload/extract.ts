@@ -6,7 +6,7 @@ import { containedPath } from '../util/names';
 import { DecodePool } from './codec-pool';
 import { ImageFileReader, ImageFileWriter, ImageWriterOptions } from './image-io';
 import { PartitionUpdate, blockSizeOf } from './manifest';
-import { PreparedOperation, SOURCE_OPS, commitOperation, prepareOperation } from './operations';
+import { PreparedOperation, SOURCE_OPS, commitOperation, expectedSourceHash, prepareOperation } from './operations';
 import { HashFollowerPool } from './hash-follower';
 import { settledAfterEachOp } from './settled';
 import { PartitionWriter, SourceReader, totalBlocks } from './partition-io';
@@ -122,7 +122,7 @@ async function openSources(payload: PayloadFile, partitions: readonly PartitionU
 }
 
 function everySourceReadIsHashed(partition: PartitionUpdate): boolean {
-  return partition.operations.every((op) => !SOURCE_OPS.has(op.type) || (op.src_sha256_hash !== undefined && op.src_sha256_hash.length > 0));
+  return partition.operations.every((op) => !SOURCE_OPS.has(op.type) || expectedSourceHash(op) !== undefined);
 }
 
 async function extractPartition(

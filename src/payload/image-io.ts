@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fsyncDirectory } from '../util/atomic';
 import { VabError, errnoCode } from '../util/errors';
+import { ownsItsMemory } from '../util/worker-pool';
 import { HashFollower, HashFollowerPool } from './hash-follower';
 import { PartitionWriter, SourceReader } from './partition-io';
 
@@ -187,7 +188,7 @@ export class ImageFileWriter implements PartitionWriter {
         this.pending.delete(done);
         // Final bytes that continue the hash go to its thread from memory, saving the read back.
         const whole = spare ?? data;
-        const owned = whole.byteOffset === 0 && whole.byteLength === whole.buffer.byteLength && whole.buffer instanceof ArrayBuffer;
+        const owned = ownsItsMemory(whole);
         if (owned && position + data.length <= this.settledExact && this.hash.wants(position)) this.hash.feed(position, spare ? spare.subarray(0, data.length) : data);
         else if (spare) this.spareBuffers.push(spare);
       },

@@ -191,7 +191,8 @@ async function checkedSource(ctx: PrepareContext): Promise<Buffer> {
   return data;
 }
 
-function expectedSourceHash(op: InstallOperation): Buffer | undefined {
+/** The op's source hash, when the manifest gives one. */
+export function expectedSourceHash(op: InstallOperation): Buffer | undefined {
   return op.src_sha256_hash && op.src_sha256_hash.length > 0 ? op.src_sha256_hash : undefined;
 }
 

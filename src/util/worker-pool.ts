@@ -11,6 +11,11 @@ import { VabError, VabErrorCode } from './errors';
  * .ts worker files). It runs with `require` and `workerData` in scope and must define
  * `async function job(message)` returning `{ reply, transfer }` (transfer optional).
  */
+/** Whether `bytes` spans its whole ArrayBuffer, so that buffer can move to a thread (be transferred). */
+export function ownsItsMemory(bytes: Uint8Array): boolean {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
+}
+
 export interface WorkerPoolOptions {
   /** Names the threads in errors: "<name> thread failed: ...". */
   name: string;
