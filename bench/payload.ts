@@ -19,9 +19,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { compress, decompress } from '../src/payload/codecs';
 import { extractPayload } from '../src/payload/extract';
+import { REPLACE_CODEC } from '../src/payload/operations';
 import { writeFully } from '../src/payload/image-io';
 import { generatePayload, PayloadCompression } from '../src/payload/generate';
-import { InstallOperation, OpType } from '../src/payload/manifest';
+import { InstallOperation } from '../src/payload/manifest';
 import { totalBlocks } from '../src/payload/partition-io';
 import { PayloadFile } from '../src/payload/payload-file';
 import { integer } from '../src/cli/options';
@@ -33,7 +34,6 @@ import { BenchReport, parseBenchArgs } from './support/report';
 const BLOCK = 4096;
 const CHUNK = 512 * BLOCK;
 const opBytes = (op: InstallOperation) => totalBlocks(op.dst_extents) * BLOCK;
-const CODEC_OF: Partial<Record<OpType, 'zstd' | 'xz' | 'bz2'>> = { [OpType.REPLACE_ZSTD]: 'zstd', [OpType.REPLACE_XZ]: 'xz', [OpType.REPLACE_BZ]: 'bz2' };
 
 interface Args {
   imageMib: number;
@@ -87,7 +87,7 @@ async function bareDecompress(file: string): Promise<number> {
     for (const partition of payload.manifest.partitions) {
       for (const op of partition.operations) {
         const blob = await payload.readBlob(op);
-        const codec = CODEC_OF[op.type];
+        const codec = REPLACE_CODEC[op.type];
         if (blob && codec) bytes += (await decompress(codec, blob, opBytes(op))).length;
       }
     }
@@ -109,7 +109,7 @@ async function decodeHashWrite(file: string, output: string): Promise<void> {
     for (const partition of payload.manifest.partitions) {
       for (const op of partition.operations) {
         const blob = await payload.readBlob(op);
-        const codec = CODEC_OF[op.type];
+        const codec = REPLACE_CODEC[op.type];
         const data = blob && codec ? await decompress(codec, blob, opBytes(op)) : blob;
         if (!data) continue;
         createHash('sha256').update(blob!).digest(); // the op's data hash check

@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { bspatch } from '../../src/payload/bsdiff-format';
-import { Compression, decompress } from '../../src/payload/codecs';
+import { decompress } from '../../src/payload/codecs';
+import { REPLACE_CODEC } from '../../src/payload/operations';
 import { writeFully } from '../../src/payload/image-io';
 import { Extent, OpType } from '../../src/payload/manifest';
 import { PayloadFile } from '../../src/payload/payload-file';
@@ -11,8 +12,6 @@ import { PayloadFile } from '../../src/payload/payload-file';
  * after another on one thread, each blob decompressed or patched and written where it goes;
  * no hash checked, nothing fsynced. The baseline extract has to beat while still verifying.
  */
-
-const CODEC: Partial<Record<OpType, Compression>> = { [OpType.REPLACE_ZSTD]: 'zstd', [OpType.REPLACE_XZ]: 'xz', [OpType.REPLACE_BZ]: 'bz2' };
 
 async function readExtents(file: fs.FileHandle, extents: readonly Extent[], blockSize: number): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -44,7 +43,7 @@ export async function dumpPayload(payloadFile: string, outDir: string, sourceDir
       try {
         for (const op of partition.operations) {
           const size = op.dst_extents.reduce((n, e) => n + e.num_blocks, 0) * blockSize;
-          const codec = CODEC[op.type];
+          const codec = REPLACE_CODEC[op.type];
           if (codec) await writeExtents(out, op.dst_extents, blockSize, await decompress(codec, (await payload.readBlob(op))!, size));
           else if (op.type === OpType.REPLACE) await writeExtents(out, op.dst_extents, blockSize, (await payload.readBlob(op))!);
           else if (op.type === OpType.ZERO || op.type === OpType.DISCARD) await writeExtents(out, op.dst_extents, blockSize, Buffer.alloc(size));

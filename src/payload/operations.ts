@@ -23,7 +23,8 @@ export interface OperationContext {
   decoders?: DecodePool;
 }
 
-const REPLACE_CODEC: Partial<Record<OpType, Compression>> = {
+/** The codec of each compressed REPLACE op type. */
+export const REPLACE_CODEC: Partial<Record<OpType, Compression>> = {
   [OpType.REPLACE_BZ]: 'bz2',
   [OpType.REPLACE_XZ]: 'xz',
   [OpType.REPLACE_ZSTD]: 'zstd',
