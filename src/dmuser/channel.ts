@@ -25,6 +25,13 @@ export interface DmUserChannel {
    * Resolves once the bytes are handed to the transport.
    */
   respond(header: DmUserHeader, payload?: Buffer): Promise<void>;
+  /**
+   * Where the answer to a READ can be built so that `respond` sends it without copying it (the
+   * shared-memory transport's region for it), or undefined. Valid until that answer is sent.
+   */
+  answerBuffer?(header: DmUserHeader): Buffer | undefined;
+  /** How answers travel: `shared` (READ answers in shared memory) or `plain` (every byte on the socket). */
+  readonly transport?: 'shared' | 'plain';
   /** Requests delivered and not yet answered. */
   readonly outstanding: number;
   /** Closes the channel; requests it holds unanswered fail with EIO in the kernel. */

@@ -10,14 +10,17 @@ const requestPayloadLength = (header: DmUserHeader): number => (header.type === 
  * decides what `respond` may send. Transports (socket, in-memory) feed bytes in and send answers.
  */
 export abstract class DmUserMessageQueue {
-  private readonly decoder = new DmUserDecoder(requestPayloadLength);
   private readonly inbox: DmUserMessage[] = [];
   private readonly waiters: Array<(message: DmUserMessage | undefined) => void> = [];
   /** Requests delivered and not answered, by seq: what `respond` may answer and how. */
   private readonly unanswered = new Map<number, DmUserHeader>();
   private ended = false;
 
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    /** The kernel's byte stream → messages; the plain dm-user framing unless a transport has its own. */
+    private readonly decoder: { push(chunk: Buffer): DmUserMessage[] } = new DmUserDecoder(requestPayloadLength),
+  ) {}
 
   get outstanding(): number {
     return this.unanswered.size;

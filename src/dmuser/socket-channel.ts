@@ -1,23 +1,45 @@
+import { constants, promises as fs } from 'node:fs';
 import net from 'node:net';
 import { VabError, errnoCode } from '../util/errors';
 import { DmUserHeader, encodeHeader } from './codec';
 import type { ChannelOpener, DmUserChannel } from './channel';
+import { DmUserResponse } from './constants';
 import { DmUserMessageQueue } from './message-queue';
-import { miscEndpointPath } from './socket-endpoint';
+import { Placement, SharedHello, SharedMessage, SharedRequestDecoder } from './shared-frame';
+import { nativeSharedMemory, sharedMemoryProblem } from './shared-memory';
+import { miscEndpointPath, sharedEndpointPath } from './socket-endpoint';
 
 /**
- * Opens one channel on `<runDir>/dm-user/<name>` (the socket transport's misc device), as a
+ * `shared`: READ answers through the channel's shared memory (shared-frame.ts); `plain`: every byte
+ * on the socket; `auto`: shared when both sides have the native module and the memory can be mapped.
+ */
+export type SocketTransport = 'auto' | 'shared' | 'plain';
+
+/**
+ * Opens one channel on the target's socket endpoint (the socket transport's misc device), as a
  * daemon thread opens `/dev/dm-user/<name>`. Fails with ENOTFOUND when no such target exists.
  */
-export async function openChannel(runDir: string, name: string): Promise<DmUserChannel> {
-  const endpoint = miscEndpointPath(runDir, name);
-  const socket = await connect(endpoint);
+export async function openChannel(runDir: string, name: string, transport: SocketTransport = 'auto'): Promise<DmUserChannel> {
+  if (transport === 'shared' && !nativeSharedMemory()) throw new VabError('EUNSUPPORTED', `dm-user ${name}: no shared transport here: ${sharedMemoryProblem()}`);
+  if (transport !== 'plain' && nativeSharedMemory()) {
+    try {
+      const socket = await connect(sharedEndpointPath(runDir, name));
+      const channel = new SharedSocketChannel(name, socket);
+      await channel.ready;
+      return channel;
+    } catch (err) {
+      // No shared endpoint (a kernel without the native module), or memory this side cannot map
+      // (another user's kernel): the plain endpoint serves the same target.
+      if (transport === 'shared' || !(err instanceof VabError) || (err.code !== 'ENOTFOUND' && err.code !== 'EUNSUPPORTED')) throw err;
+    }
+  }
+  const socket = await connect(miscEndpointPath(runDir, name));
   return new SocketChannel(name, socket);
 }
 
 /** An opener bound to one run directory, for code that must not care about the transport. */
-export function socketChannelOpener(runDir: string): ChannelOpener {
-  return (name) => openChannel(runDir, name);
+export function socketChannelOpener(runDir: string, transport: SocketTransport = 'auto'): ChannelOpener {
+  return (name) => openChannel(runDir, name, transport);
 }
 
 function connect(endpoint: string): Promise<net.Socket> {
@@ -43,14 +65,16 @@ function connect(endpoint: string): Promise<net.Socket> {
 }
 
 class SocketChannel extends DmUserMessageQueue implements DmUserChannel {
+  readonly transport: 'shared' | 'plain' = 'plain';
   private isClosed = false;
   readonly closed: Promise<void>;
 
   constructor(
     name: string,
-    private readonly socket: net.Socket,
+    protected readonly socket: net.Socket,
+    decoder?: ConstructorParameters<typeof DmUserMessageQueue>[1],
   ) {
-    super(name);
+    super(name, decoder);
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('data', (chunk: Buffer) => {
       // The kernel sent something this side cannot represent: nothing sane can follow.
@@ -91,6 +115,116 @@ class SocketChannel extends DmUserMessageQueue implements DmUserChannel {
 
   protected transportClosed(): boolean {
     return this.isClosed || this.socket.writableEnded;
+  }
+
+  /** The plain transport builds no answer in place: READ answers are copied into the socket. */
+  answerBuffer(_header: DmUserHeader): Buffer | undefined {
+    return undefined;
+  }
+
+  /** Sends an answer's header alone (its payload, if any, is already where the kernel reads it). */
+  protected sendHeader(header: DmUserHeader): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.write(encodeHeader(header), (err?: Error | null) =>
+        err ? reject(new VabError('EIO', `dm-user ${this.name}: answer to seq ${header.seq} not sent: ${err.message}`)) : resolve(),
+      );
+    });
+  }
+}
+
+/**
+ * The daemon side of a shared-memory channel: requests carry a placement; a placed READ answer is
+ * built in the channel's memory at that place (answerBuffer), then its header alone goes on the
+ * socket. Placements are checked against the mapping before any byte is written: one outside it is
+ * a broken kernel, and the channel is dropped.
+ */
+class SharedSocketChannel extends SocketChannel {
+  override readonly transport = 'shared';
+  private readonly placements = new Map<number, Placement>();
+  private memory: Buffer | undefined;
+  /** Settles once the kernel's hello has named the memory and it is mapped: the channel is attached. */
+  readonly ready: Promise<void>;
+
+  constructor(name: string, socket: net.Socket) {
+    let hello!: (h: SharedHello) => void;
+    const helloSeen = new Promise<SharedHello>((resolve) => (hello = resolve));
+    const decoder = new SharedRequestDecoder((h) => hello(h));
+    super(name, socket, {
+      push: (chunk) => {
+        const messages: SharedMessage[] = decoder.push(chunk);
+        for (const m of messages) if (m.placement.length > 0) this.placements.set(m.header.seq, m.placement);
+        return messages;
+      },
+    });
+    const early = new Promise<never>((_, reject) =>
+      socket.once('close', () => reject(new VabError('EUNSUPPORTED', `dm-user ${name}: the kernel closed the shared channel before the memory was mapped`))),
+    );
+    this.ready = Promise.race([helloSeen.then((h) => mapKernelMemory(socket, h)), early]).then(
+      (memory) => {
+        this.memory = memory;
+      },
+      (err: Error) => {
+        socket.destroy();
+        throw err instanceof VabError ? err : new VabError('EUNSUPPORTED', `dm-user ${name}: cannot map the kernel's shared memory: ${err.message}`);
+      },
+    );
+    this.ready.catch(() => undefined);
+  }
+
+  /** Where to build the answer to a placed READ, or undefined when it goes inline. */
+  override answerBuffer(header: DmUserHeader): Buffer | undefined {
+    const placement = this.placements.get(header.seq);
+    if (!placement) return undefined;
+    return this.regionOf(placement, header.seq);
+  }
+
+  override async respond(header: DmUserHeader, payload: Buffer = EMPTY): Promise<void> {
+    const placement = this.placements.get(header.seq);
+    if (!placement) return super.respond(header, payload);
+    const refused = this.takeAnswer(header, payload.length);
+    if (refused) throw refused;
+    this.placements.delete(header.seq);
+    if (header.type === DmUserResponse.Success) {
+      const region = this.regionOf(placement, header.seq);
+      // Built elsewhere (not in answerBuffer's region): one copy, as the socket would have made.
+      if (payload.buffer !== region.buffer || payload.byteOffset !== region.byteOffset) payload.copy(region);
+    }
+    return this.sendHeader(header);
+  }
+
+  private regionOf(placement: Placement, seq: number): Buffer {
+    const memory = this.memory!;
+    if (placement.offset + placement.length > memory.length) {
+      this.socket.destroy();
+      throw new VabError('EPROTO', `dm-user ${this.name}: request seq ${seq} placed at ${placement.offset}+${placement.length}, outside the ${memory.length}-byte shared memory`);
+    }
+    return memory.subarray(placement.offset, placement.offset + placement.length);
+  }
+}
+
+/**
+ * Maps the memory the hello names. The descriptor is looked up in the process at the other end of
+ * this socket (SO_PEERCRED), never in one the kernel names, and only a sealed memfd is mapped (it
+ * cannot shrink under us, which would make our writes fault).
+ */
+async function mapKernelMemory(socket: net.Socket, hello: SharedHello): Promise<Buffer> {
+  const api = nativeSharedMemory()!;
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) throw new VabError('EUNSUPPORTED', 'the socket has no descriptor to ask for its peer');
+  const pid = api.peerPid(fd);
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(`/proc/${pid}/fd/${hello.memoryFd}`, constants.O_RDWR);
+  } catch (err) {
+    throw new VabError('EUNSUPPORTED', `cannot open the kernel's shared memory (pid ${pid}, descriptor ${hello.memoryFd}): ${(err as Error).message}`);
+  }
+  try {
+    return Buffer.from(api.mapSealed(handle.fd));
+  } catch (err) {
+    throw new VabError('EUNSUPPORTED', `cannot map the kernel's shared memory (pid ${pid}, descriptor ${hello.memoryFd}): ${(err as Error).message}`);
+  } finally {
+    // The mapping outlives the descriptor.
+    await handle.close();
   }
 }
 

@@ -2,7 +2,9 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { VabError, errnoCode } from '../util/errors';
-import { listenPrivate } from '../util/private-socket';
+import { PRIVATE_DIR_MODE, listenPrivate } from '../util/private-socket';
+import { encodeHello } from './shared-frame';
+import { SharedArea, nativeSharedMemory } from './shared-memory';
 
 /**
  * The kernel's side of the socket transport: a unix socket per target at `<run>/dm-user/<name>`,
@@ -13,6 +15,17 @@ import { listenPrivate } from '../util/private-socket';
 export function miscEndpointPath(runDir: string, name: string): string {
   return path.join(runDir, 'dm-user', name);
 }
+
+/**
+ * The same target's shared-memory endpoint (see shared-frame.ts): a daemon that knows that transport
+ * connects here; anything else keeps using the plain endpoint, which is unchanged. It exists only
+ * when the kernel has the native module.
+ */
+export function sharedEndpointPath(runDir: string, name: string): string {
+  return path.join(runDir, SHARED_DIR, name);
+}
+
+const SHARED_DIR = 'dm-user-shared';
 
 /** What the kernel can do with one open of the endpoint. */
 export interface MiscConnection {
@@ -25,6 +38,8 @@ export interface MiscConnection {
   endOfMessages(): void;
   /** Drops the connection at once; pending output is discarded. */
   destroy(): void;
+  /** On a shared-memory connection: its memory, where placed READ answers are found. */
+  readonly shared?: SharedArea;
 }
 
 /** The kernel's callbacks for one connection. */
@@ -45,27 +60,63 @@ export interface MiscEndpoint {
  * Listens on `file` (replacing a stale socket left by a dead kernel) and calls `open` for each
  * connection. The caller owns the directory and must make sure no live kernel uses the path.
  */
-export async function listenMiscEndpoint(file: string, open: (connection: MiscConnection) => MiscConnectionEvents): Promise<MiscEndpoint> {
+export async function listenMiscEndpoint(
+  file: string,
+  open: (connection: MiscConnection) => MiscConnectionEvents,
+  options: { shared?: boolean } = {},
+): Promise<MiscEndpoint> {
   await removeStaleSocket(file);
   // Paused: `accept` takes the connection over before any byte is read.
   const server = net.createServer({ allowHalfOpen: false, pauseOnConnect: true }, (socket) => accept(socket, open));
   await listenPrivate(server, file);
+  const servers = [{ server, file }];
+  if ((options.shared ?? true) && nativeSharedMemory()) {
+    // <run>/dm-user/<name> → <run>/dm-user-shared/<name>
+    const runDir = path.dirname(path.dirname(file));
+    const sharedFile = sharedEndpointPath(runDir, path.basename(file));
+    try {
+      await fs.mkdir(path.dirname(sharedFile), { recursive: true, mode: PRIVATE_DIR_MODE });
+      await removeStaleSocket(sharedFile);
+      const shared = net.createServer({ allowHalfOpen: false, pauseOnConnect: true }, (socket) => acceptShared(socket, open));
+      await listenPrivate(shared, sharedFile);
+      servers.push({ server: shared, file: sharedFile });
+    } catch (err) {
+      server.close();
+      await fs.rm(file, { force: true });
+      throw err;
+    }
+  }
   let closing: Promise<void> | undefined;
   return {
     path: file,
     close() {
       // server.close() stops accepting at once; its callback would wait for every open channel.
-      server.close();
-      closing ??= fs.rm(file, { force: true });
+      for (const s of servers) s.server.close();
+      closing ??= Promise.all(servers.map((s) => fs.rm(s.file, { force: true }))).then(() => undefined);
       return closing;
     },
   };
 }
 
+/** A shared-memory open: its memory first, announced by the hello, then a channel like any other. */
+function acceptShared(socket: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents): void {
+  let area: SharedArea | undefined;
+  try {
+    area = SharedArea.create();
+  } catch {
+    // Out of memory or descriptors: this open fails; the daemon may retry on the plain endpoint.
+  }
+  if (!area) {
+    socket.destroy();
+    return;
+  }
+  accept(socket, open, area);
+}
+
 /** Size of the per-connection read buffer: a few socket buffers' worth of answer bytes per read. */
 const READ_BUFFER_SIZE = 512 * 1024;
 
-function accept(accepted: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents): void {
+function accept(accepted: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents, shared?: SharedArea): void {
   let events: MiscConnectionEvents | undefined;
   let closed = false;
   const socket = withReusedReadBuffer(accepted, (chunk) => {
@@ -77,6 +128,11 @@ function accept(accepted: net.Socket, open: (connection: MiscConnection) => Misc
       socket.destroy();
     }
   });
+  if (shared) {
+    socket.write(encodeHello({ memoryFd: shared.fd }));
+    // The descriptor stays open while the channel is: the daemon opens it through /proc meanwhile.
+    socket.once('close', () => shared.close());
+  }
   let ended = false;
   const connection: MiscConnection = {
     send(chunks) {
@@ -97,6 +153,7 @@ function accept(accepted: net.Socket, open: (connection: MiscConnection) => Misc
     destroy() {
       socket.destroy();
     },
+    shared,
   };
   events = open(connection);
   const close = (): void => {

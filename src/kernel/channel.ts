@@ -1,6 +1,8 @@
 import { decodeHeader, encodeHeader } from '../dmuser/codec';
 import { DM_USER_HEADER_SIZE, DmUserResponse } from '../dmuser/constants';
 import type { MiscConnection } from '../dmuser/socket-endpoint';
+import { INLINE, PLACEMENT_SIZE, Placement, encodePlacement } from '../dmuser/shared-frame';
+import { lendRegion } from './region-lease';
 import type { Logger } from '../util/log';
 import { Errno } from '../fuse/protocol';
 import { KernelMessage, describeRequest, ioError } from './message';
@@ -34,6 +36,8 @@ export class KernelChannel {
   private scratchFill = 0;
   /** The READ answer whose payload is arriving; `payload` is undefined when its bytes are discarded. */
   private answering: { message: KernelMessage; payload: Buffer | undefined; length: number; fill: number } | undefined;
+  /** Shared-memory channel: the region each placed READ's answer is built in, by seq. */
+  private readonly placed = new Map<number, Placement>();
   private poisonReason: string | undefined;
   private isClosed = false;
   private noMoreMessages = false;
@@ -69,7 +73,20 @@ export class KernelChannel {
   hand(message: KernelMessage): void {
     this.held.set(message.seq, message);
     const head = encodeHeader(message.header);
-    this.connection.send(message.data.length > 0 ? [head, message.data] : [head]);
+    const shared = this.connection.shared;
+    if (!shared) {
+      this.connection.send(message.data.length > 0 ? [head, message.data] : [head]);
+      return;
+    }
+    // Every READ the memory has room for is placed; the rest (none free, or larger than the whole
+    // area) go inline, which the daemon serves the same way.
+    const region = message.isRead && message.header.len > 0 ? shared.allocate(message.header.len) : undefined;
+    if (region) this.placed.set(message.seq, region);
+    const placement = region ?? INLINE;
+    const framed = Buffer.allocUnsafe(DM_USER_HEADER_SIZE + PLACEMENT_SIZE);
+    head.copy(framed, 0);
+    encodePlacement(placement, framed, DM_USER_HEADER_SIZE);
+    this.connection.send(message.data.length > 0 ? [framed, message.data] : [framed]);
   }
 
   /** The target is gone: the daemon's next read sees ENOTBLK; answers are still taken. */
@@ -107,8 +124,11 @@ export class KernelChannel {
     }
     const message = this.held.get(seq);
     if (!message) return this.poison(`invalid message seq ${seq} (not held by this channel)`);
+    const placement = this.placed.get(seq);
+    if (placement) this.placed.delete(seq);
     if (type !== DmUserResponse.Success) {
       this.held.delete(seq);
+      if (placement) this.connection.shared?.release(placement);
       const reason = type === DmUserResponse.Unsupported ? 'daemon answered unsupported' : `daemon answered error (type ${type})`;
       if (!message.settled) {
         this.owner.logFailure(message, reason);
@@ -123,11 +143,41 @@ export class KernelChannel {
       this.owner.slotFreed();
       return take;
     }
+    if (placement) {
+      this.held.delete(seq);
+      this.takePlaced(message, placement);
+      this.owner.slotFreed();
+      return take;
+    }
     const length = message.answerPayloadLength;
     // A late answer to a timed-out message is parsed but its bytes go nowhere.
     const payload = message.settled ? undefined : (message.answerInto ?? Buffer.allocUnsafe(length));
     this.answering = { message, payload, length, fill: 0 };
     return take;
+  }
+
+  /**
+   * The answer's bytes are in the shared memory already (the daemon put them there before sending
+   * the header). A message that may take the region itself gets a view of it, lent until the FUSE
+   * reply carrying it is written (see lendRegion); any other is copied into its own buffer and the
+   * region is free again at once. A timed-out message's bytes go nowhere.
+   */
+  private takePlaced(message: KernelMessage, placement: Placement): void {
+    const shared = this.connection.shared!;
+    if (message.settled) {
+      shared.release(placement);
+      return;
+    }
+    const view = shared.view(placement);
+    if (message.mayAnswerWithRegion) {
+      lendRegion(view, () => shared.release(placement));
+      message.succeed(view);
+      return;
+    }
+    const into = message.answerInto ?? Buffer.allocUnsafe(placement.length);
+    view.copy(into);
+    shared.release(placement);
+    message.succeed(into);
   }
 
   private takePayload(bytes: Buffer): WriteResult {
@@ -176,6 +226,7 @@ export class KernelChannel {
       });
     }
     this.answering = undefined;
+    this.placed.clear();
     const orphans = this.liveMessages();
     this.held.clear();
     return { orphans, poisoned: this.poisoned };

@@ -9,6 +9,7 @@ import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { targetNameProblem } from '../util/names';
 import { BufferPool } from './buffer-pool';
+import { isLentRegion, moveLease, returnRegion } from './region-lease';
 import { Clock, monotonicClock } from './deadline';
 import { KernelParams, checkParam, resolveParams } from './params';
 import { LinearMapping } from './linear';
@@ -248,12 +249,25 @@ export class Kernel implements BlockFileProvider {
     // Every piece's answer lands in its own slice of one buffer: no reassembly copy. The buffer
     // comes back through recycle() once the FUSE reply has been written; a failed read's never does.
     const data = this.readBuffers.take(end - start);
+    const whole = start === offset && end - start === length;
+    if (data.length <= this.params.max_io_bytes) {
+      // One message: its answer may come back in the channel's shared memory, and then goes up to
+      // the FUSE reply as it is (no copy into `data`, which goes straight back to the pool).
+      const answer = await target.submit({ type: DmUserRequest.Read, flags: 0, sector: start / SECTOR_SIZE, len: data.length, answerInto: data, mayAnswerWithRegion: true });
+      if (answer === data || !isLentRegion(answer)) return whole ? data : data.subarray(offset - start, offset - start + length);
+      this.readBuffers.give(data);
+      if (whole) return answer;
+      const narrower = answer.subarray(offset - start, offset - start + length);
+      moveLease(answer, narrower);
+      return narrower;
+    }
     await this.submitPieces(target, DmUserRequest.Read, start, data.length, (at, len) => ({ answerInto: data.subarray(at, at + len) }));
-    return start === offset && end - start === length ? data : data.subarray(offset - start, offset - start + length);
+    return whole ? data : data.subarray(offset - start, offset - start + length);
   }
 
   recycle(data: Buffer): void {
-    this.readBuffers.give(data);
+    if (isLentRegion(data)) returnRegion(data);
+    else this.readBuffers.give(data);
   }
 
   async write(file: BlockFile, offset: number, data: Buffer, _ctx?: FileRequestContext): Promise<void> {

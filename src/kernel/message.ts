@@ -23,6 +23,12 @@ export class KernelMessage {
    * has already settled (timed out) are never copied here: the IO's owner may have moved on.
    */
   readonly answerInto: Buffer | undefined;
+  /**
+   * On a shared-memory channel the answer may come back as a view of the channel's memory instead
+   * of in `answerInto` (a lent region: see region-lease.ts). Only an IO that replies with the answer
+   * as it is, in one piece, says yes; it must hand the view up and give its own buffer back.
+   */
+  readonly mayAnswerWithRegion: boolean;
   readonly promise: Promise<Buffer>;
   settled = false;
   /** The no-daemon timer (the seed patch's per-message delayed work). */
@@ -32,10 +38,11 @@ export class KernelMessage {
   private resolveWith!: (data: Buffer) => void;
   private rejectWith!: (err: Error) => void;
 
-  constructor(header: DmUserHeader, data: Buffer, answerInto?: Buffer) {
+  constructor(header: DmUserHeader, data: Buffer, answerInto?: Buffer, mayAnswerWithRegion = false) {
     this.header = header;
     this.data = data;
     this.answerInto = answerInto;
+    this.mayAnswerWithRegion = mayAnswerWithRegion;
     this.promise = new Promise<Buffer>((resolve, reject) => {
       this.resolveWith = resolve;
       this.rejectWith = reject;

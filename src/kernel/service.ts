@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { sharedMemoryProblem } from '../dmuser/shared-memory';
 import { forceUnmount } from '../fuse/cleanup';
 import { readMountInfo } from '../fuse/mount';
 import { mountBlockFiles } from '../fuse';
@@ -90,7 +91,9 @@ export async function startKernelService(options: KernelServiceOptions): Promise
     mountLost = true;
     await stop();
   });
-  logger.info('kernel ready', { mount: mountDir, run: runDir, params: kernel.params, connection: session.connection });
+  // Whether daemons may use the shared-memory transport (it needs the native module on both sides).
+  const sharedMemory = sharedMemoryProblem() ?? 'on';
+  logger.info('kernel ready', { mount: mountDir, run: runDir, params: kernel.params, connection: session.connection, sharedMemory });
   return { kernel, mountDir, runDir, stop, ended };
 }
 

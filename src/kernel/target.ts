@@ -24,6 +24,8 @@ export interface IoRequest {
   data?: Buffer;
   /** For a READ: the `len` bytes its answer is copied into (see KernelMessage.answerInto). */
   answerInto?: Buffer;
+  /** For a READ: its answer may be a lent region of shared memory (see KernelMessage). */
+  mayAnswerWithRegion?: boolean;
 }
 
 /**
@@ -78,7 +80,7 @@ export class Target {
   /** Maps one IO: resolves with the READ data (empty for other types) or rejects with EIO. */
   submit(request: IoRequest): Promise<Buffer> {
     const data = request.data ?? EMPTY;
-    const message = new KernelMessage({ seq: this.nextSeq++, type: request.type, flags: request.flags, sector: request.sector, len: request.len }, data, request.answerInto);
+    const message = new KernelMessage({ seq: this.nextSeq++, type: request.type, flags: request.flags, sector: request.sector, len: request.len }, data, request.answerInto, request.mayAnswerWithRegion);
     if (this.removed) {
       this.fail(message, 'target removed');
       return message.promise;
@@ -142,7 +144,7 @@ export class Target {
   /** A message of the previous table continues here as a new message; the old one settles with it. */
   adopt(old: KernelMessage): void {
     const h = old.header;
-    this.submit({ type: h.type, flags: h.flags, sector: h.sector, len: h.len, data: old.data, answerInto: old.answerInto }).then(
+    this.submit({ type: h.type, flags: h.flags, sector: h.sector, len: h.len, data: old.data, answerInto: old.answerInto, mayAnswerWithRegion: old.mayAnswerWithRegion }).then(
       (data) => old.succeed(data),
       (err: Error) => old.fail(err),
     );

@@ -2,6 +2,7 @@ import type { DmUserChannel } from '../dmuser/channel';
 import type { DmUserHeader } from '../dmuser/codec';
 import { DmUserFlag, DmUserRequest, DmUserResponse, SECTOR_SIZE } from '../dmuser/constants';
 import { Logger, nullLogger } from '../util/log';
+import { sharedMemoryProblem } from '../dmuser/shared-memory';
 
 /**
  * What a dm-user daemon serves, by 512-byte sector: the passthrough image, a snapshot over base +
@@ -59,7 +60,7 @@ async function serveChannel(channel: DmUserChannel, index: number, device: Block
   for await (const { header, payload } of channel) {
     let answer: { type: DmUserResponse; data?: Buffer };
     try {
-      answer = await perform(device, header, payload, scratch);
+      answer = await perform(device, header, payload, channel.answerBuffer?.(header) ?? scratch.get(header.type === DmUserRequest.Read ? header.len : 0));
     } catch (err) {
       logger.error(`${component}: ${name}: ${DmUserRequest[header.type] ?? header.type} at sector ${header.sector} (+${header.len} bytes) failed: ${(err as Error).message}`, {
         misc: name,
@@ -78,10 +79,11 @@ async function serveChannel(channel: DmUserChannel, index: number, device: Block
   await channel.close();
 }
 
-async function perform(device: BlockDevice, header: DmUserHeader, payload: Buffer, scratch: ScratchBuffer): Promise<{ type: DmUserResponse; data?: Buffer }> {
+/** `readInto`: where a READ's answer is built (the transport's own memory when it has some). */
+async function perform(device: BlockDevice, header: DmUserHeader, payload: Buffer, readInto: Buffer): Promise<{ type: DmUserResponse; data?: Buffer }> {
   switch (header.type) {
     case DmUserRequest.Read: {
-      const data = scratch.get(header.len);
+      const data = readInto;
       await device.read(header.sector, data);
       return { type: DmUserResponse.Success, data };
     }
@@ -110,4 +112,11 @@ class ScratchBuffer {
     if (this.buffer.length < length) this.buffer = Buffer.allocUnsafe(Math.max(length, 64 * 1024));
     return this.buffer.subarray(0, length);
   }
+}
+
+/** What the channels of one target use, for the log: one transport, or a mix after a fallback. */
+export function describeTransports(channels: readonly DmUserChannel[]): string {
+  const kinds = [...new Set(channels.map((c) => c.transport ?? 'in-memory'))];
+  const note = kinds.includes('plain') && !kinds.includes('shared') && sharedMemoryProblem() ? `; shared memory off: ${sharedMemoryProblem()}` : '';
+  return `transport ${kinds.join('+')}${note}`;
 }

@@ -25,7 +25,8 @@ describe('dm-user socket transport', () => {
       const open = { connection, received: [] as Buffer[], closed: false };
       opens.push(open);
       return { data: (chunk) => open.received.push(chunk), closed: () => (open.closed = true) };
-    });
+      // The plain framing only: the daemon's openChannel falls back to it (shared-transport.test.ts covers the other).
+    }, { shared: false });
     return { endpoint, opens };
   }
 

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { DmUserChannel } from '../../src/dmuser/channel';
 import { DmUserRequest, DmUserResponse, SECTOR_SIZE } from '../../src/dmuser/constants';
-import { openChannel } from '../../src/dmuser/socket-channel';
+import { SocketTransport, openChannel } from '../../src/dmuser/socket-channel';
 import type { BlockFile, FileRequestContext } from '../../src/fuse/types';
 import { Kernel } from '../../src/kernel/kernel';
 import type { KernelParams } from '../../src/kernel/params';
@@ -91,9 +91,9 @@ export async function serveFromMemory(channel: DmUserChannel, store: Buffer): Pr
   }
 }
 
-export async function openChannels(runDir: string, name: string, count: number): Promise<DmUserChannel[]> {
+export async function openChannels(runDir: string, name: string, count: number, transport: SocketTransport = 'auto'): Promise<DmUserChannel[]> {
   const channels: DmUserChannel[] = [];
-  for (let i = 0; i < count; i++) channels.push(await openChannel(runDir, name));
+  for (let i = 0; i < count; i++) channels.push(await openChannel(runDir, name, transport));
   return channels;
 }
 
