@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { SocketTransport } from '../dmuser/socket-channel';
 import { VabError } from '../util/errors';
 import type { Logger } from '../util/log';
 import { ensurePrivateRunDir } from '../util/private-socket';
@@ -31,6 +32,8 @@ export function defaultSocketPath(runDir: string): string {
 export interface SnapuserdOptions {
   runDir: string;
   channels?: number;
+  /** dm-user socket transport (default `auto`: shared memory when both sides can). */
+  transport?: SocketTransport;
   logger: Logger;
   /** Handlers added and started at startup (the boot daemon). */
   handlers: HandlerSpec[];
@@ -58,7 +61,7 @@ export interface SnapuserdDaemon {
  * unserved.
  */
 export async function startSnapuserd(options: SnapuserdOptions): Promise<SnapuserdDaemon> {
-  const registry = new HandlerRegistry({ runDir: options.runDir, channels: options.channels ?? DEFAULT_SNAPUSERD_CHANNELS, logger: options.logger });
+  const registry = new HandlerRegistry({ runDir: options.runDir, channels: options.channels ?? DEFAULT_SNAPUSERD_CHANNELS, transport: options.transport, logger: options.logger });
   let finish: (how: 'stop' | 'detach') => void = () => undefined;
   const finished = new Promise<'stop' | 'detach'>((resolve) => (finish = resolve));
   let control: ControlServer | undefined;

@@ -2,10 +2,10 @@ import { promises as fs, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { DmUserChannel } from '../dmuser/channel';
 import { DmUserFlag, SECTOR_SIZE } from '../dmuser/constants';
-import { openChannel } from '../dmuser/socket-channel';
+import { SocketTransport, openChannel } from '../dmuser/socket-channel';
 import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
-import { BlockDevice, serveTarget } from './block-device';
+import { BlockDevice, describeTransports, serveTarget } from './block-device';
 
 export interface PassthroughOptions {
   runDir: string;
@@ -15,6 +15,8 @@ export interface PassthroughOptions {
   image: string;
   /** Channels to open (each one an independent connection, like snapuserd's worker threads). */
   channels?: number;
+  /** dm-user socket transport (default `auto`: shared memory when both sides can). */
+  transport?: SocketTransport;
   logger?: Logger;
 }
 
@@ -44,13 +46,14 @@ export async function startPassthrough(options: PassthroughOptions): Promise<Pas
   const image = await fs.open(options.image, 'r+');
   const channels: DmUserChannel[] = [];
   try {
-    for (let i = 0; i < count; i++) channels.push(await openChannel(options.runDir, options.name));
+    for (let i = 0; i < count; i++) channels.push(await openChannel(options.runDir, options.name, options.transport));
   } catch (err) {
     await Promise.all(channels.map((c) => c.close()));
     await image.close();
     throw err;
   }
-  logger.info(`passthrough: serving ${options.name} from ${options.image}`, { target: options.name, image: options.image, channels: count });
+  const transport = describeTransports(channels);
+  logger.info(`passthrough: serving ${options.name} from ${options.image} (${transport})`, { target: options.name, image: options.image, channels: count, transport });
   const served = serveTarget(channels, new ImageDevice(image), { name: options.name, logger, component: 'passthrough' });
   const done = served.done.then(async () => {
     await image.close();

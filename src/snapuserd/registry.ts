@@ -5,11 +5,11 @@ import { CowReader } from '../cow/reader';
 import { SnapshotReader } from '../cow/snapshot-reader';
 import type { ChannelOpener, DmUserChannel } from '../dmuser/channel';
 import { SECTOR_SIZE } from '../dmuser/constants';
-import { socketChannelOpener } from '../dmuser/socket-channel';
+import { SocketTransport, socketChannelOpener } from '../dmuser/socket-channel';
 import { VabError, errnoCode, isVabError } from '../util/errors';
 import type { Logger } from '../util/log';
 import { targetNameProblem } from '../util/names';
-import { ServedTarget, serveTarget } from './block-device';
+import { ServedTarget, describeTransports, serveTarget } from './block-device';
 import { SnapshotDevice } from './snapshot-device';
 import type { MergeStatusString } from './control/protocol';
 import { HandlerMerge, MergeFileOpener } from './merge/handler-merge';
@@ -23,6 +23,8 @@ export interface RegistryOptions {
   logger: Logger;
   /** How channels are opened; the socket transport on `<run>/dm-user/<misc>` unless told. */
   opener?: ChannelOpener;
+  /** Which socket transport the default opener asks for (default `auto`). */
+  transport?: SocketTransport;
   /** How the merge opens the files it writes (a test injects faults here). */
   mergeFiles?: MergeFileOpener;
 }
@@ -58,7 +60,7 @@ export class HandlerRegistry {
     if (!Number.isInteger(opts.channels) || opts.channels < 1 || opts.channels > 64) {
       throw new VabError('EINVAL_INPUT', `channels must be an integer from 1 to 64, got ${opts.channels}`);
     }
-    this.opener = opts.opener ?? socketChannelOpener(opts.runDir);
+    this.opener = opts.opener ?? socketChannelOpener(opts.runDir, opts.transport);
   }
 
   /** Parses the COW over its files; returns the device's size in 512-byte sectors (the base's). */
@@ -111,7 +113,8 @@ export class HandlerRegistry {
     }
     const served = serveTarget(channels, handler.device, { name: misc, logger: this.opts.logger, component: 'snapuserd' });
     handler.served = served;
-    this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels`, { misc, channels: channels.length });
+    const transport = describeTransports(channels);
+    this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels (${transport})`, { misc, channels: channels.length, transport });
     void served.done.then(() => this.channelsEnded(handler));
   }
 
@@ -293,3 +296,4 @@ async function openSnapshot(cowPath: string, backingPath: string, basePath: stri
     throw err;
   }
 }
+

@@ -2,7 +2,8 @@ import { Command } from 'commander';
 import path from 'node:path';
 import { DEFAULT_PARAMS } from '../../kernel/params';
 import { VabError } from '../../util/errors';
-import { integer } from '../options';
+import type { SocketTransport } from '../../dmuser/socket-channel';
+import { integer, transportOption } from '../options';
 import { nextSignal } from '../signals';
 
 /**
@@ -138,15 +139,16 @@ function registerPassthrough(program: Command): void {
     .requiredOption('--run <dir>', 'run directory of the kernel')
     .requiredOption('--image <file>', 'backing image')
     .option('--channels <n>', 'channels to open (default: 4)', integer(1))
+    .addOption(transportOption())
     .option('--log <file>', 'JSON log file (default: stderr)')
-    .action(async (name: string, opts: { run: string; image: string; channels?: number; log?: string }) => {
+    .action(async (name: string, opts: { run: string; image: string; channels?: number; transport: SocketTransport; log?: string }) => {
       const { createLogger } = require('../../util/log') as typeof import('../../util/log');
       const { DEFAULT_PASSTHROUGH_CHANNELS, startPassthrough } = require('../../snapuserd/passthrough') as typeof import('../../snapuserd/passthrough');
       const channels = opts.channels ?? DEFAULT_PASSTHROUGH_CHANNELS;
       const logger = createLogger('passthrough', { file: opts.log });
       // Handlers first: a supervisor may signal as soon as it sees the serving line.
       const signal = nextSignal();
-      const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels, logger });
+      const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels, transport: opts.transport, logger });
       process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${channels} channels\n`);
       const how = await Promise.race([signal.then(() => 'signal'), daemon.done.then(() => 'ended')]);
       if (how === 'signal') await daemon.stop();
