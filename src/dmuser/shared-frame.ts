@@ -11,8 +11,9 @@ import { DM_USER_HEADER_SIZE, DmUserRequest } from './constants';
  * no-hop path, instead of four times.
  *
  * Kernel → daemon: one hello naming the memory, then per request its 40-byte header, a 16-byte
- * placement and, for a WRITE, its payload inline. Daemon → kernel: answers exactly as on the plain
- * socket, except that an answer whose request had a placement carries no payload on the socket.
+ * placement and, for a WRITE, its payload inline. Daemon → kernel: a ready message once it has
+ * mapped the memory (the kernel attaches the channel to its target only then), then answers exactly
+ * as on the plain socket, except that an answer whose request had a placement carries no payload.
  */
 
 /** "vabSHRD" and a version byte, little-endian u64 on the wire: first bytes of a shared channel. */
@@ -21,6 +22,10 @@ export const SHARED_HELLO_MAGIC = 0x02_44_52_48_53_62_61_76n;
 export const SHARED_HELLO_SIZE = 16;
 /** offset u64, length u64. */
 export const PLACEMENT_SIZE = 16;
+/** "vabREDY" and a version byte: the daemon's first bytes, once it has mapped the memory. */
+export const SHARED_READY_MAGIC = 0x02_59_44_45_52_62_61_76n;
+/** Magic (8), reserved (8, zero). */
+export const SHARED_READY_SIZE = 16;
 
 export interface SharedHello {
   /**
@@ -60,6 +65,18 @@ export function decodeHello(source: Buffer): SharedHello {
   if (memoryFd > 0x7fffffff) throw new VabError('EPROTO', `shared dm-user hello: descriptor ${memoryFd} at offset 8 is not a descriptor number`);
   if (source.readUInt32LE(12) !== 0) throw new VabError('EPROTO', 'shared dm-user hello: reserved bytes 12..15 are not zero');
   return { memoryFd };
+}
+
+export function encodeReady(): Buffer {
+  const out = Buffer.alloc(SHARED_READY_SIZE);
+  out.writeBigUInt64LE(SHARED_READY_MAGIC, 0);
+  return out;
+}
+
+export function decodeReady(source: Buffer): void {
+  const magic = source.readBigUInt64LE(0);
+  if (magic !== SHARED_READY_MAGIC) throw new VabError('EPROTO', `shared dm-user ready: bad magic 0x${magic.toString(16)} at offset 0`);
+  if (source.readBigUInt64LE(8) !== 0n) throw new VabError('EPROTO', 'shared dm-user ready: reserved bytes 8..15 are not zero');
 }
 
 export function encodePlacement(placement: Placement, target: Buffer = Buffer.alloc(PLACEMENT_SIZE), offset = 0): Buffer {

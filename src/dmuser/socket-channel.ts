@@ -5,7 +5,7 @@ import { DmUserHeader, encodeHeader } from './codec';
 import type { ChannelOpener, DmUserChannel } from './channel';
 import { DmUserResponse } from './constants';
 import { DmUserMessageQueue } from './message-queue';
-import { Placement, SharedHello, SharedMessage, SharedRequestDecoder } from './shared-frame';
+import { Placement, SharedHello, SharedMessage, SharedRequestDecoder, encodeReady } from './shared-frame';
 import { nativeSharedMemory, sharedMemoryProblem } from './shared-memory';
 import { miscEndpointPath, sharedEndpointPath } from './socket-endpoint';
 
@@ -162,6 +162,8 @@ class SharedSocketChannel extends SocketChannel {
     this.ready = Promise.race([helloSeen.then((h) => mapKernelMemory(socket, h)), early]).then(
       (memory) => {
         this.memory = memory;
+        // Only now does the kernel attach the channel to its target.
+        socket.write(encodeReady());
       },
       (err: Error) => {
         socket.destroy();

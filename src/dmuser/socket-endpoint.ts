@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { VabError, errnoCode } from '../util/errors';
 import { PRIVATE_DIR_MODE, listenPrivate } from '../util/private-socket';
-import { encodeHello } from './shared-frame';
+import { SHARED_READY_SIZE, decodeReady, encodeHello } from './shared-frame';
 import { SharedArea, nativeSharedMemory } from './shared-memory';
 
 /**
@@ -119,8 +119,19 @@ const READ_BUFFER_SIZE = 512 * 1024;
 function accept(accepted: net.Socket, open: (connection: MiscConnection) => MiscConnectionEvents, shared?: SharedArea): void {
   let events: MiscConnectionEvents | undefined;
   let closed = false;
+  // A shared channel joins its target only once the daemon says it has mapped the memory: one
+  // that cannot (and falls back to the plain endpoint) never holds a message it would then fail.
+  const ready = shared ? new ReadyReader() : undefined;
   const socket = withReusedReadBuffer(accepted, (chunk) => {
-    if (closed || !events) return;
+    if (closed) return;
+    if (!events && ready) {
+      const rest = ready.push(chunk);
+      if (rest === 'bad') return socket.destroy();
+      if (rest === undefined) return;
+      events = open(connection);
+      chunk = rest;
+    }
+    if (!events || chunk.length === 0) return;
     try {
       events.data(chunk);
     } catch {
@@ -155,7 +166,7 @@ function accept(accepted: net.Socket, open: (connection: MiscConnection) => Misc
     },
     shared,
   };
-  events = open(connection);
+  if (!ready) events = open(connection);
   const close = (): void => {
     if (closed) return;
     closed = true;
@@ -201,4 +212,24 @@ async function removeStaleSocket(file: string): Promise<void> {
     throw new VabError('EEXIST', `${file} exists and is not a socket; refusing to replace it`, { file });
   }
   await fs.rm(file, { force: true });
+}
+
+/** Collects the daemon's ready message on a shared channel; then hands back what followed it. */
+class ReadyReader {
+  private readonly bytes = Buffer.alloc(SHARED_READY_SIZE);
+  private fill = 0;
+
+  /** undefined: not complete yet; 'bad': not a ready message; else the bytes after it. */
+  push(chunk: Buffer): Buffer | 'bad' | undefined {
+    const take = Math.min(SHARED_READY_SIZE - this.fill, chunk.length);
+    chunk.copy(this.bytes, this.fill, 0, take);
+    this.fill += take;
+    if (this.fill < SHARED_READY_SIZE) return undefined;
+    try {
+      decodeReady(this.bytes);
+    } catch {
+      return 'bad';
+    }
+    return chunk.subarray(take);
+  }
 }

@@ -42,8 +42,8 @@ export async function spawnKernel(options: KernelOptions): Promise<ChildHandle> 
 }
 
 /** Starts the passthrough daemon for target `name`; it attaches its channels at once. */
-export async function spawnPassthrough(runDir: string, name: string, image: string, channels = 4): Promise<ChildHandle> {
-  const daemon = spawnVab(['passthrough', '--run', runDir, name, '--image', image, '--channels', String(channels)], `vab passthrough ${name}`);
+export async function spawnPassthrough(runDir: string, name: string, image: string, channels = 4, transport = 'auto'): Promise<ChildHandle> {
+  const daemon = spawnVab(['passthrough', '--run', runDir, name, '--image', image, '--channels', String(channels), '--transport', transport], `vab passthrough ${name}`);
   return started(daemon, /^vab passthrough: serving /);
 }
 

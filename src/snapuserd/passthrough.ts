@@ -21,6 +21,8 @@ export interface PassthroughOptions {
 }
 
 export interface PassthroughDaemon {
+  /** The channels' transport, as the log says it ("transport shared", ...). */
+  readonly transport: string;
   /** Settles when every channel has ended (the target was removed, or the kernel went away). */
   readonly done: Promise<void>;
   /** Closes the channels; what they hold fails in the kernel (or is requeued in supervised mode). */
@@ -60,6 +62,7 @@ export async function startPassthrough(options: PassthroughOptions): Promise<Pas
     logger.info(`passthrough: ${options.name} ended`, { target: options.name });
   });
   return {
+    transport,
     done,
     async stop() {
       await Promise.all(channels.map((c) => c.close()));

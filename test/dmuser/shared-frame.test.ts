@@ -6,6 +6,8 @@ import {
   SharedRequestDecoder,
   decodeHello,
   decodePlacement,
+  decodeReady,
+  encodeReady,
   encodeHello,
   encodePlacement,
 } from '../../src/dmuser/shared-frame';
@@ -17,6 +19,19 @@ describe('dm-user shared-data framing', () => {
     // "vabSHRD" + version 2, the descriptor (u32), four reserved zeros.
     expect(bytes.toString('hex')).toBe('7661625348524402' + '2a000000' + '00000000');
     expect(decodeHello(bytes)).toEqual({ memoryFd: 0x2a });
+  });
+
+  it('encodes the ready message to golden bytes and refuses anything else', () => {
+    const bytes = encodeReady();
+    // "vabREDY" + version 2, eight reserved zeros.
+    expect(bytes.toString('hex')).toBe('7661625245445902' + '0000000000000000');
+    expect(() => decodeReady(bytes)).not.toThrow();
+    const bad = Buffer.from(bytes);
+    bad[0] ^= 1;
+    expect(() => decodeReady(bad)).toThrow(/bad magic .* at offset 0/);
+    const reserved = Buffer.from(bytes);
+    reserved[15] = 1;
+    expect(() => decodeReady(reserved)).toThrow(/reserved bytes 8..15/);
   });
 
   it('encodes a placement to golden bytes and back', () => {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { encodeHeader } from '../../src/dmuser/codec';
 import { DmUserRequest, DmUserResponse } from '../../src/dmuser/constants';
-import { SharedHello, SharedMessage, SharedRequestDecoder, encodeHello, encodePlacement } from '../../src/dmuser/shared-frame';
+import { SharedHello, SharedMessage, SharedRequestDecoder, encodeHello, encodePlacement, encodeReady } from '../../src/dmuser/shared-frame';
 import { CHANNEL_MEMORY_BYTES, nativeSharedMemory } from '../../src/dmuser/shared-memory';
 import { openChannel } from '../../src/dmuser/socket-channel';
 import { miscEndpointPath, sharedEndpointPath } from '../../src/dmuser/socket-endpoint';
@@ -30,6 +30,7 @@ async function rawShared(runDir: string, name: string) {
   const handle = await fs.open(`/proc/${process.pid}/fd/${hellos[0].memoryFd}`, 'r+');
   const memory = Buffer.from(nativeSharedMemory()!.mapSealed(handle.fd));
   await handle.close();
+  socket.write(encodeReady());
   return {
     socket,
     memory,
@@ -161,6 +162,31 @@ describe('dm-user shared-memory transport against the kernel', () => {
     await served;
   });
 
+  it('a shared open joins its target only after the ready message: before it, IO waits for a real daemon', async () => {
+    const file = fileOf(env.kernel, 'sys');
+    // Connected, hello seen, never ready (a daemon that cannot map and goes to the plain endpoint).
+    const silent = net.createConnection({ path: sharedEndpointPath(env.runDir, 'sys'), allowHalfOpen: true });
+    silent.on('error', () => undefined);
+    await new Promise((resolve) => silent.once('data', resolve));
+    const read = env.kernel.read(file, 0, MiB, ctx);
+    const store = patterned(16 * MiB, 5);
+    const channel = await openChannel(env.runDir, 'sys', 'plain');
+    const served = serveFromMemory(channel, store);
+    // The queued READ went to the daemon that was ready, not to the silent open.
+    expect((await read).equals(store.subarray(0, MiB))).toBe(true);
+    silent.destroy();
+    // A wrong ready message drops the open; the target keeps its daemon.
+    const liar = net.createConnection({ path: sharedEndpointPath(env.runDir, 'sys'), allowHalfOpen: true });
+    liar.on('error', () => undefined);
+    const dropped = new Promise((resolve) => liar.once('end', resolve));
+    await new Promise((resolve) => liar.once('data', resolve));
+    liar.write(Buffer.alloc(16, 1));
+    await dropped;
+    expect((await env.kernel.read(file, MiB, 4096, ctx)).equals(store.subarray(MiB, MiB + 4096))).toBe(true);
+    await channel.close();
+    await served;
+  });
+
   it('a late answer to a timed-out placed READ goes nowhere, and the channel keeps serving', async () => {
     env.kernel.setParam('io_timeout_ms', 300);
     const raw = await rawShared(env.runDir, 'sys');
@@ -227,6 +253,8 @@ describe('the daemon side of the shared-memory transport against a lying kernel'
     const kernel = await fakeKernel((socket) => {
       kernelSide = socket;
       socket.on('error', () => undefined);
+      // Reading (and dropping) the daemon's bytes, so its close is seen.
+      socket.resume();
       socket.write(encodeHello({ memoryFd }));
     });
     try {

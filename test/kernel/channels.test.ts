@@ -41,6 +41,8 @@ describe.each(['shared', 'plain'] as const)('%s transport', (transport) => {
 
     it('hands messages FIFO and never gives a channel more than channel_window', async () => {
       const [a, b] = await openChannels(env.runDir, 'sys', 2, transport);
+      // A shared channel joins once the kernel has its ready message: wait, so a and b alternate.
+      await waitFor(() => env.kernel.target('sys')!.info().channels === 2, 'both channels attached');
       const file = fileOf(env.kernel, 'sys');
       const ios = Array.from({ length: 7 }, (_, i) => env.kernel.read(file, i * 512, 512, ctx));
       await waitFor(() => a.outstanding + b.outstanding === 4, 'four messages handed out');
@@ -73,7 +75,8 @@ describe.each(['shared', 'plain'] as const)('%s transport', (transport) => {
       expect(taken.header.seq).toBe(0);
       const second = await openChannel(env.runDir, 'sys', transport);
       const served = serveFromMemory(second, patterned(1 << 20));
-      await waitFor(() => env.kernel.target('sys')!.info().held === 2, 'second channel to take one');
+      // The second channel took the rest (it may already have answered them).
+      await waitFor(() => env.kernel.target('sys')!.info().queued === 0, 'second channel to take the rest');
       await first.close();
       const [r0, r1, r2] = await Promise.all(ios);
       expect(r0).toMatchObject({ ok: false, errno: 5 });
@@ -150,6 +153,7 @@ describe.each(['shared', 'plain'] as const)('%s transport', (transport) => {
       it('an answer for a message another channel holds', async () => {
         const rogue = await rawChannel(env.runDir, 'sys');
         const honest = await openChannel(env.runDir, 'sys', transport);
+        await waitFor(() => env.kernel.target('sys')!.info().channels === 2, 'both channels attached');
         const file = fileOf(env.kernel, 'sys');
         const ios = [0, 1].map((i) => outcome(env.kernel.read(file, i * 512, 512, ctx)));
         const mine = await rogue.next();
