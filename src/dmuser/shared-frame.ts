@@ -10,10 +10,12 @@ import { DM_USER_HEADER_SIZE, DmUserRequest } from './constants';
  * out of that memory: the bytes are copied twice (image to memory, memory to the caller), as on the
  * no-hop path, instead of four times.
  *
- * Kernel → daemon: one hello naming the memory, then per request its 40-byte header, a 16-byte
- * placement and, for a WRITE, its payload inline. Daemon → kernel: a ready message once it has
- * mapped the memory (the kernel attaches the channel to its target only then), then answers exactly
- * as on the plain socket, except that an answer whose request had a placement carries no payload.
+ * The handshake: the kernel's hello names the memory; the daemon maps it and sends a ready message;
+ * the kernel attaches the channel to its target and echoes the ready message back, so a daemon
+ * knows its channel is attached when its open returns. Then kernel → daemon: per request its
+ * 40-byte header, a 16-byte placement and, for a WRITE, its payload inline; daemon → kernel:
+ * answers exactly as on the plain socket, except that an answer whose request had a placement
+ * carries no payload.
  */
 
 /** "vabSHRD" and a version byte, little-endian u64 on the wire: first bytes of a shared channel. */
@@ -118,10 +120,14 @@ export class SharedRequestDecoder {
   private readonly fixed = Buffer.alloc(Math.max(SHARED_HELLO_SIZE, RECORD_SIZE));
   private fill = 0;
   private want = SHARED_HELLO_SIZE;
-  private stage: 'hello' | 'record' | 'payload' = 'hello';
+  private stage: 'hello' | 'attached' | 'record' | 'payload' = 'hello';
   private pending: { header: DmUserHeader; placement: Placement; payload: Buffer } | undefined;
 
-  constructor(private readonly onHello: (hello: SharedHello) => void) {}
+  constructor(
+    private readonly onHello: (hello: SharedHello) => void,
+    /** The kernel echoed the daemon's ready: the channel is attached to its target. */
+    private readonly onAttached: () => void = () => undefined,
+  ) {}
 
   push(chunk: Buffer): SharedMessage[] {
     const done: SharedMessage[] = [];
@@ -143,6 +149,12 @@ export class SharedRequestDecoder {
     switch (this.stage) {
       case 'hello':
         this.onHello(decodeHello(this.fixed));
+        this.stage = 'attached';
+        this.want = SHARED_READY_SIZE;
+        return;
+      case 'attached':
+        decodeReady(this.fixed);
+        this.onAttached();
         this.expectRecord();
         return;
       case 'record': {

@@ -142,13 +142,15 @@ class SharedSocketChannel extends SocketChannel {
   override readonly transport = 'shared';
   private readonly placements = new Map<number, Placement>();
   private memory: Buffer | undefined;
-  /** Settles once the kernel's hello has named the memory and it is mapped: the channel is attached. */
+  /** Settles once the memory is mapped and the kernel has attached the channel to its target. */
   readonly ready: Promise<void>;
 
   constructor(name: string, socket: net.Socket) {
     let hello!: (h: SharedHello) => void;
     const helloSeen = new Promise<SharedHello>((resolve) => (hello = resolve));
-    const decoder = new SharedRequestDecoder((h) => hello(h));
+    let attached!: () => void;
+    const attachedSeen = new Promise<void>((resolve) => (attached = resolve));
+    const decoder = new SharedRequestDecoder((h) => hello(h), () => attached());
     super(name, socket, {
       push: (chunk) => {
         const messages: SharedMessage[] = decoder.push(chunk);
@@ -157,14 +159,16 @@ class SharedSocketChannel extends SocketChannel {
       },
     });
     const early = new Promise<never>((_, reject) =>
-      socket.once('close', () => reject(new VabError('EUNSUPPORTED', `dm-user ${name}: the kernel closed the shared channel before the memory was mapped`))),
+      socket.once('close', () => reject(new VabError('EUNSUPPORTED', `dm-user ${name}: the kernel closed the shared channel before attaching it`))),
     );
-    this.ready = Promise.race([helloSeen.then((h) => mapKernelMemory(socket, h)), early]).then(
-      (memory) => {
-        this.memory = memory;
-        // Only now does the kernel attach the channel to its target.
-        socket.write(encodeReady());
-      },
+    const mapped = helloSeen.then(async (h) => {
+      this.memory = await mapKernelMemory(socket, h);
+      // Only now does the kernel attach the channel to its target; it says so by echoing this.
+      socket.write(encodeReady());
+      await attachedSeen;
+    });
+    this.ready = Promise.race([mapped, early]).then(
+      () => undefined,
       (err: Error) => {
         socket.destroy();
         throw err instanceof VabError ? err : new VabError('EUNSUPPORTED', `dm-user ${name}: cannot map the kernel's shared memory: ${err.message}`);

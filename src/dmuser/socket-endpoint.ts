@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { VabError, errnoCode } from '../util/errors';
 import { PRIVATE_DIR_MODE, listenPrivate } from '../util/private-socket';
-import { SHARED_READY_SIZE, decodeReady, encodeHello } from './shared-frame';
+import { SHARED_READY_SIZE, decodeReady, encodeHello, encodeReady } from './shared-frame';
 import { SharedArea, nativeSharedMemory } from './shared-memory';
 
 /**
@@ -128,6 +128,8 @@ function accept(accepted: net.Socket, open: (connection: MiscConnection) => Misc
       const rest = ready.push(chunk);
       if (rest === 'bad') return socket.destroy();
       if (rest === undefined) return;
+      // The echo goes out before anything the attach hands this channel.
+      socket.write(encodeReady());
       events = open(connection);
       chunk = rest;
     }

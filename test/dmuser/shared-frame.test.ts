@@ -59,7 +59,7 @@ describe('dm-user shared-data framing', () => {
   });
 
   function stream(hello: SharedHello, records: Array<{ type: number; seq: number; len: number; offset?: number; placed?: number; payload?: Buffer }>): Buffer {
-    const parts = [encodeHello(hello)];
+    const parts = [encodeHello(hello), encodeReady()];
     for (const r of records) {
       parts.push(encodeHeader({ seq: r.seq, type: r.type, flags: 0, sector: r.seq * 8, len: r.len }));
       parts.push(encodePlacement({ offset: r.offset ?? 0, length: r.placed ?? 0 }));
@@ -90,6 +90,15 @@ describe('dm-user shared-data framing', () => {
       ]);
       expect(got[1].payload.equals(write)).toBe(true);
     }
+  });
+
+  it('refuses anything but the ready echo after the hello', () => {
+    const decoder = new SharedRequestDecoder(() => undefined);
+    expect(() => decoder.push(Buffer.concat([encodeHello({ memoryFd: 7 }), encodeHeader({ seq: 0, type: DmUserRequest.Read, flags: 0, sector: 0, len: 4096 })]))).toThrow(/shared dm-user ready: bad magic/);
+    let attached = 0;
+    const ok = new SharedRequestDecoder(() => undefined, () => attached++);
+    ok.push(Buffer.concat([encodeHello({ memoryFd: 7 }), encodeReady()]));
+    expect(attached).toBe(1);
   });
 
   it('refuses a placement that is not a whole READ answer', () => {

@@ -8,7 +8,7 @@ import { CHANNEL_MEMORY_BYTES, nativeSharedMemory } from '../../src/dmuser/share
 import { openChannel } from '../../src/dmuser/socket-channel';
 import { miscEndpointPath, sharedEndpointPath } from '../../src/dmuser/socket-endpoint';
 import { PRIVATE_DIR_MODE } from '../../src/util/private-socket';
-import { ctx, fileOf, outcome, patterned, serveFromMemory, startKernel, tempDir, waitFor } from '../kernel/helpers';
+import { ctx, fileOf, outcome, patterned, serveFromMemory, sleep, startKernel, tempDir, waitFor } from '../kernel/helpers';
 
 jest.setTimeout(20_000);
 
@@ -169,6 +169,8 @@ describe('dm-user shared-memory transport against the kernel', () => {
     silent.on('error', () => undefined);
     await new Promise((resolve) => silent.once('data', resolve));
     const read = env.kernel.read(file, 0, MiB, ctx);
+    await sleep(50);
+    expect(env.kernel.target('sys')!.info()).toMatchObject({ channels: 0, queued: 1 });
     const store = patterned(16 * MiB, 5);
     const channel = await openChannel(env.runDir, 'sys', 'plain');
     const served = serveFromMemory(channel, store);
@@ -253,8 +255,8 @@ describe('the daemon side of the shared-memory transport against a lying kernel'
     const kernel = await fakeKernel((socket) => {
       kernelSide = socket;
       socket.on('error', () => undefined);
-      // Reading (and dropping) the daemon's bytes, so its close is seen.
-      socket.resume();
+      // The daemon's ready is echoed (it is attached); later bytes are dropped, so its close is seen.
+      socket.once('data', () => socket.write(encodeReady()));
       socket.write(encodeHello({ memoryFd }));
     });
     try {
