@@ -1,5 +1,6 @@
-// Shared memory for the dm-user shared transport (src/dmuser/shared-memory.ts): Node can neither
-// map a file nor read a unix socket peer's credentials, and both are a few system calls.
+// vab's native module (src/util/native.ts): what Node cannot do and a few system calls can. Shared
+// memory for the dm-user shared transport (a sealed memfd, its mapping, a unix socket peer's pid),
+// and a read that takes only what the page cache holds (preadv2 with RWF_NOWAIT).
 // Built by scripts/build-native.sh against the running Node's headers, with no other dependency.
 #include <node_api.h>
 
@@ -10,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace {
@@ -116,11 +118,45 @@ napi_value PeerPid(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// readCached(fd, buffer, offset, length, position): a pread that takes only what the page cache
+// already holds (RWF_NOWAIT), so it never blocks on the disk. Returns the bytes read; 0 means none
+// were cached (or the end of the file): the caller reads the rest without blocking its thread.
+napi_value ReadCached(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!Args(env, info, 5, argv)) return nullptr;
+  int64_t fd, offset, length, position;
+  if (!Int64Arg(env, argv[0], &fd) || !Int64Arg(env, argv[2], &offset) || !Int64Arg(env, argv[3], &length) || !Int64Arg(env, argv[4], &position)) return nullptr;
+  bool isTypedArray = false;
+  napi_is_typedarray(env, argv[1], &isTypedArray);
+  if (!isTypedArray) return Fail(env, "EINVAL", "readCached: expected a Buffer");
+  napi_typedarray_type type;
+  size_t elements;
+  void* data;
+  if (napi_get_typedarray_info(env, argv[1], &type, &elements, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
+    return Fail(env, "EINVAL", "readCached: expected a Buffer");
+  }
+  if (fd < 0 || fd > 0x7fffffff || offset < 0 || length < 0 || position < 0 || uint64_t(offset) + uint64_t(length) > elements) {
+    return Fail(env, "EINVAL", "readCached: range outside the buffer");
+  }
+  struct iovec vector = {static_cast<char*>(data) + offset, size_t(length)};
+  ssize_t got;
+  do {
+    got = preadv2(int(fd), &vector, 1, off_t(position), RWF_NOWAIT);
+  } while (got < 0 && errno == EINTR);
+  // EAGAIN: not cached; EOPNOTSUPP: a file system without non-blocking reads. Both mean "none".
+  if (got < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) got = 0;
+  if (got < 0) return FailErrno(env, errno, "readCached: preadv2");
+  napi_value result;
+  napi_create_int64(env, got, &result);
+  return result;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor functions[] = {
       {"createSealed", nullptr, CreateSealed, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mapSealed", nullptr, MapSealed, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"peerPid", nullptr, PeerPid, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"readCached", nullptr, ReadCached, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);
   return exports;

@@ -1,43 +1,12 @@
 import { close } from 'node:fs';
-import path from 'node:path';
-import { PACKAGE_ROOT } from '../util/package-root';
+import { nativeModule, nativeModuleProblem } from '../util/native';
 import type { Placement } from './shared-frame';
 
-/** What native/shared-memory.cc exports. */
-interface NativeSharedMemory {
-  /** A sealed memfd of `size` bytes (it can never shrink or grow); returns its descriptor. */
-  createSealed(size: number): number;
-  /** Maps the whole of a sealed memfd shared and read-write; refuses anything else. */
-  mapSealed(fd: number): ArrayBuffer;
-  /** The pid at the other end of a connected unix socket (SO_PEERCRED). */
-  peerPid(fd: number): number;
-}
-
-const NATIVE_MODULE = path.join(PACKAGE_ROOT, 'build', 'native', 'vab_shared_memory.node');
-
-let loaded: { api: NativeSharedMemory | undefined; problem: string | undefined } | undefined;
-
-/**
- * The native module, or undefined when it was not built (scripts/build-native.sh needs g++ and
- * Node's headers). Without it both sides use the plain transport: every byte on the socket.
- */
-export function nativeSharedMemory(): NativeSharedMemory | undefined {
-  if (!loaded) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = { api: require(NATIVE_MODULE) as NativeSharedMemory, problem: undefined };
-    } catch (err) {
-      loaded = { api: undefined, problem: `${NATIVE_MODULE} did not load: ${(err as Error).message.split('\n')[0]}` };
-    }
-  }
-  return loaded.api;
-}
+/** The native module, when it is there: both sides need it for the shared transport. */
+export const nativeSharedMemory = nativeModule;
 
 /** Why the shared transport is off (undefined when it is available). */
-export function sharedMemoryProblem(): string | undefined {
-  nativeSharedMemory();
-  return loaded?.problem;
-}
+export const sharedMemoryProblem = nativeModuleProblem;
 
 /** Regions come in power-of-two sizes from here up, so a freed one fits the next IO of its class. */
 const SMALLEST_REGION = 4096;

@@ -67,6 +67,33 @@ describe('native shared memory', () => {
   });
 });
 
+describe('native readCached (a pread that never waits for the disk)', () => {
+  it('reads what the page cache holds into the range asked for, and stops at the end of the file', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vab-cached-'));
+    const file = path.join(dir, 'image');
+    const content = Buffer.from(Array.from({ length: 10_000 }, (_, i) => i & 0xff));
+    await fs.writeFile(file, content);
+    const handle = await fs.open(file, 'r');
+    try {
+      // Just written: in the page cache.
+      const out = Buffer.alloc(8192, 0xee);
+      expect(api!.readCached(handle.fd, out, 100, 4096, 1000)).toBe(4096);
+      expect(out.subarray(100, 4196).equals(content.subarray(1000, 5096))).toBe(true);
+      expect(out[99]).toBe(0xee);
+      expect(out[4196]).toBe(0xee);
+      expect(api!.readCached(handle.fd, out, 0, 8192, 8000)).toBe(2000);
+      expect(api!.readCached(handle.fd, out, 0, 8192, 20_000)).toBe(0);
+      expect(() => api!.readCached(handle.fd, out, 4096, 4097, 0)).toThrow(/range outside the buffer/);
+      expect(() => api!.readCached(handle.fd, out, -1, 10, 0)).toThrow(/range outside the buffer/);
+      expect(() => (api!.readCached as (...a: unknown[]) => number)(handle.fd, 'text', 0, 1, 0)).toThrow(/expected a Buffer/);
+      expect(() => api!.readCached(-1, out, 0, 10, 0)).toThrow(/range outside the buffer|EBADF|Bad file/);
+    } finally {
+      await handle.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('SharedArea (the kernel side of a channel\'s memory)', () => {
   it('lends power-of-two regions, reuses a released one, and says when it is full', () => {
     const area = SharedArea.create(4 * 1024 * 1024)!;

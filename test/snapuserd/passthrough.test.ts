@@ -52,6 +52,20 @@ describe('passthrough daemon', () => {
     await daemon.stop();
   });
 
+  it('serves large reads (the page-cache path, then the threadpool for the rest) on both transports, zeros past a short end', async () => {
+    const expected = patterned(size, 11);
+    await fs.truncate(image, 200 * 1024 + 100);
+    for (const transport of ['shared', 'plain'] as const) {
+      const daemon = await startPassthrough({ runDir: env.runDir, name: 'sys', image, channels: 2, transport });
+      expect(daemon.transport).toBe(`transport ${transport}`);
+      const got = await env.kernel.read(fileOf(env.kernel, 'sys'), 0, size, ctx);
+      expect(got.subarray(0, 200 * 1024 + 100).equals(expected.subarray(0, 200 * 1024 + 100))).toBe(true);
+      expect(got.subarray(200 * 1024 + 100).every((b) => b === 0)).toBe(true);
+      env.kernel.recycle(got);
+      await daemon.stop();
+    }
+  });
+
   it('stop() closes its channels; a missing target or a bad channel count is refused', async () => {
     const daemon = await startPassthrough({ runDir: env.runDir, name: 'sys', image, channels: 2 });
     await daemon.stop();
