@@ -6,8 +6,8 @@ import path from 'node:path';
 /**
  * The floor under the daemon hop, measured on this machine in this run: a round trip between two
  * Node processes over a unix socket, a 56-byte message each way (a shared-transport request and its
- * answer header), nothing else. Every IO through the daemon pays at least this on top of the no-hop
- * path, so no transport can bring `daemon_vs_nohop` above nohop / (nohop + round trip).
+ * answer header), nothing else. Every IO through the daemon pays this on top of the daemon's own
+ * work: with the no-hop server's work per IO, `daemon_vs_nohop` is at most nohop / (nohop + round trip).
  */
 const ECHO = `
 const net = require('net');
