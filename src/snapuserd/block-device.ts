@@ -118,5 +118,5 @@ class ScratchBuffer {
 export function describeTransports(channels: readonly DmUserChannel[]): string {
   const kinds = [...new Set(channels.map((c) => c.transport ?? 'in-memory'))];
   const note = kinds.includes('plain') && !kinds.includes('shared') && sharedMemoryProblem() ? `; shared memory off: ${sharedMemoryProblem()}` : '';
-  return `transport ${kinds.join('+')}${note}`;
+  return `${kinds.join('+')}${note}`;
 }

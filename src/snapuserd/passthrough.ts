@@ -22,7 +22,7 @@ export interface PassthroughOptions {
 }
 
 export interface PassthroughDaemon {
-  /** The channels' transport, as the log says it ("transport shared", ...). */
+  /** The channels' transport, as the log says it ("shared", "plain", ...). */
   readonly transport: string;
   /** Settles when every channel has ended (the target was removed, or the kernel went away). */
   readonly done: Promise<void>;
@@ -56,7 +56,7 @@ export async function startPassthrough(options: PassthroughOptions): Promise<Pas
     throw err;
   }
   const transport = describeTransports(channels);
-  logger.info(`passthrough: serving ${options.name} from ${options.image} (${transport})`, { target: options.name, image: options.image, channels: count, transport });
+  logger.info(`passthrough: serving ${options.name} from ${options.image} (transport ${transport})`, { target: options.name, image: options.image, channels: count, transport });
   const served = serveTarget(channels, new ImageDevice(image), { name: options.name, logger, component: 'passthrough' });
   const done = served.done.then(async () => {
     await image.close();

@@ -114,7 +114,7 @@ export class HandlerRegistry {
     const served = serveTarget(channels, handler.device, { name: misc, logger: this.opts.logger, component: 'snapuserd' });
     handler.served = served;
     const transport = describeTransports(channels);
-    this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels (${transport})`, { misc, channels: channels.length, transport });
+    this.opts.logger.info(`snapuserd: ${misc}: serving on ${channels.length} channels (transport ${transport})`, { misc, channels: channels.length, transport });
     void served.done.then(() => this.channelsEnded(handler));
   }
 

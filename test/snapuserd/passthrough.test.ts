@@ -57,7 +57,7 @@ describe('passthrough daemon', () => {
     await fs.truncate(image, 200 * 1024 + 100);
     for (const transport of ['shared', 'plain'] as const) {
       const daemon = await startPassthrough({ runDir: env.runDir, name: 'sys', image, channels: 2, transport });
-      expect(daemon.transport).toBe(`transport ${transport}`);
+      expect(daemon.transport).toBe(transport);
       const got = await env.kernel.read(fileOf(env.kernel, 'sys'), 0, size, ctx);
       expect(got.subarray(0, 200 * 1024 + 100).equals(expected.subarray(0, 200 * 1024 + 100))).toBe(true);
       expect(got.subarray(200 * 1024 + 100).every((b) => b === 0)).toBe(true);

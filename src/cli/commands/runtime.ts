@@ -149,7 +149,7 @@ function registerPassthrough(program: Command): void {
       // Handlers first: a supervisor may signal as soon as it sees the serving line.
       const signal = nextSignal();
       const daemon = await startPassthrough({ runDir: opts.run, name, image: opts.image, channels, transport: opts.transport, logger });
-      process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${channels} channels (${daemon.transport})\n`);
+      process.stdout.write(`vab passthrough: serving ${name} from ${opts.image} on ${channels} channels (transport ${daemon.transport})\n`);
       const how = await Promise.race([signal.then(() => 'signal'), daemon.done.then(() => 'ended')]);
       if (how === 'signal') await daemon.stop();
       process.stdout.write(`vab passthrough: ${name} ${how === 'signal' ? 'stopped' : 'target gone'}\n`);
