@@ -24,7 +24,7 @@ export const SHARED_HELLO_MAGIC = 0x02_44_52_48_53_62_61_76n;
 export const SHARED_HELLO_SIZE = 16;
 /** offset u64, length u64. */
 export const PLACEMENT_SIZE = 16;
-/** "vabREDY" and a version byte: the daemon's first bytes, once it has mapped the memory. */
+/** "vabREDY" and a version byte: the daemon's first bytes once it has mapped the memory, and the kernel's echo once it has attached the channel. */
 export const SHARED_READY_MAGIC = 0x02_59_44_45_52_62_61_76n;
 /** Magic (8), reserved (8, zero). */
 export const SHARED_READY_SIZE = 16;
