@@ -1,5 +1,6 @@
 import { close } from 'node:fs';
 import { nativeModule, nativeModuleProblem } from '../util/native';
+import { sizeClass } from '../util/size-class';
 import type { Placement } from './shared-frame';
 
 /** The native module, when it is there: both sides need it for the shared transport. */
@@ -102,7 +103,5 @@ export class SharedArea {
 }
 
 function regionSize(length: number): number {
-  let size = SMALLEST_REGION;
-  while (size < length) size *= 2;
-  return size;
+  return sizeClass(length, SMALLEST_REGION);
 }

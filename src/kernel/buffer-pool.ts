@@ -1,3 +1,5 @@
+import { sizeClass } from '../util/size-class';
+
 /**
  * Read buffers for block-file IO, reused once the FUSE reply carrying them has been written.
  *
@@ -41,9 +43,6 @@ export class BufferPool {
   }
 
   private classOf(length: number): number | undefined {
-    if (length > this.largest) return undefined;
-    let size = this.smallest;
-    while (size < length) size *= 2;
-    return size;
+    return length > this.largest ? undefined : sizeClass(length, this.smallest);
   }
 }
