@@ -72,9 +72,9 @@ export class KernelChannel {
 
   hand(message: KernelMessage): void {
     this.held.set(message.seq, message);
-    const head = encodeHeader(message.header);
     const shared = this.connection.shared;
     if (!shared) {
+      const head = encodeHeader(message.header);
       this.connection.send(message.data.length > 0 ? [head, message.data] : [head]);
       return;
     }
@@ -84,8 +84,7 @@ export class KernelChannel {
     const region = message.isRead && message.header.len >= PLACE_READS_FROM ? shared.allocate(message.header.len) : undefined;
     if (region) this.placed.set(message.seq, region);
     const placement = region ?? INLINE;
-    const framed = Buffer.allocUnsafe(DM_USER_HEADER_SIZE + PLACEMENT_SIZE);
-    head.copy(framed, 0);
+    const framed = encodeHeader(message.header, Buffer.allocUnsafe(DM_USER_HEADER_SIZE + PLACEMENT_SIZE));
     encodePlacement(placement, framed, DM_USER_HEADER_SIZE);
     this.connection.send(message.data.length > 0 ? [framed, message.data] : [framed]);
   }

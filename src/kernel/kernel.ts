@@ -9,7 +9,7 @@ import { VabError } from '../util/errors';
 import { Logger, nullLogger } from '../util/log';
 import { targetNameProblem } from '../util/names';
 import { BufferPool } from './buffer-pool';
-import { isLentRegion, moveLease, returnRegion } from './region-lease';
+import { moveLease, returnRegion } from './region-lease';
 import { Clock, monotonicClock } from './deadline';
 import { KernelParams, checkParam, resolveParams } from './params';
 import { LinearMapping } from './linear';
@@ -249,25 +249,30 @@ export class Kernel implements BlockFileProvider {
     // Every piece's answer lands in its own slice of one buffer: no reassembly copy. The buffer
     // comes back through recycle() once the FUSE reply has been written; a failed read's never does.
     const data = this.readBuffers.take(end - start);
-    const whole = start === offset && end - start === length;
+    const answer = await this.readInto(target, start, data);
+    // Answered in a shared channel's memory: that region goes up to the FUSE reply as it is, and
+    // the IO's own buffer goes straight back to the pool.
+    if (answer !== data) this.readBuffers.give(data);
+    if (start === offset && end - start === length) return answer;
+    const narrower = answer.subarray(offset - start, offset - start + length);
+    moveLease(answer, narrower);
+    return narrower;
+  }
+
+  /**
+   * A READ of `data.length` bytes at `start`: `data` filled, or, for a READ of one message, a lent
+   * region of a shared channel's memory holding the answer (see region-lease.ts).
+   */
+  private async readInto(target: Target, start: number, data: Buffer): Promise<Buffer> {
     if (data.length <= this.params.max_io_bytes) {
-      // One message: its answer may come back in the channel's shared memory, and then goes up to
-      // the FUSE reply as it is (no copy into `data`, which goes straight back to the pool).
-      const answer = await target.submit({ type: DmUserRequest.Read, flags: 0, sector: start / SECTOR_SIZE, len: data.length, answerInto: data, mayAnswerWithRegion: true });
-      if (answer === data || !isLentRegion(answer)) return whole ? data : data.subarray(offset - start, offset - start + length);
-      this.readBuffers.give(data);
-      if (whole) return answer;
-      const narrower = answer.subarray(offset - start, offset - start + length);
-      moveLease(answer, narrower);
-      return narrower;
+      return target.submit({ type: DmUserRequest.Read, flags: 0, sector: start / SECTOR_SIZE, len: data.length, answerInto: data, mayAnswerWithRegion: true });
     }
     await this.submitPieces(target, DmUserRequest.Read, start, data.length, (at, len) => ({ answerInto: data.subarray(at, at + len) }));
-    return whole ? data : data.subarray(offset - start, offset - start + length);
+    return data;
   }
 
   recycle(data: Buffer): void {
-    if (isLentRegion(data)) returnRegion(data);
-    else this.readBuffers.give(data);
+    if (!returnRegion(data)) this.readBuffers.give(data);
   }
 
   async write(file: BlockFile, offset: number, data: Buffer, _ctx?: FileRequestContext): Promise<void> {

@@ -11,11 +11,6 @@ export function lendRegion(view: Buffer, release: () => void): void {
   lent.set(view, release);
 }
 
-/** Is this buffer a lent region (so the IO's own buffer went unused)? */
-export function isLentRegion(view: Buffer): boolean {
-  return lent.has(view);
-}
-
 /** The lease passes to `narrower`, a view of the same region that goes up instead. */
 export function moveLease(from: Buffer, narrower: Buffer): void {
   const release = lent.get(from);
@@ -24,10 +19,11 @@ export function moveLease(from: Buffer, narrower: Buffer): void {
   lent.set(narrower, release);
 }
 
-/** The reply carrying `view` has left: its region may be reused. Anything else is ignored. */
-export function returnRegion(view: Buffer): void {
+/** The reply carrying `view` has left: its region may be reused. False when it is no lent region. */
+export function returnRegion(view: Buffer): boolean {
   const release = lent.get(view);
-  if (!release) return;
+  if (!release) return false;
   lent.delete(view);
   release();
+  return true;
 }
