@@ -9,14 +9,14 @@ src=native/shared-memory.cc
 if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$0" ]; then exit 0; fi
 include="$(node -p "require('path').resolve(process.execPath, '../../include/node')")"
 if [ ! -f "$include/node_api.h" ]; then
-  echo "build-native: no Node headers at $include; the shared dm-user transport is off" >&2
+  echo "build-native: no Node headers at $include; the shared dm-user transport is off (install Node from a tarball or package that ships include/node, then npm run build)" >&2
   exit 0
 fi
 mkdir -p build/native
 if ! "${CXX:-g++}" -std=c++17 -O2 -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden \
   -DNAPI_VERSION=8 -DNODE_GYP_MODULE_NAME=vab_shared_memory -I"$include" "$src" -o "$out.tmp"; then
   rm -f "$out.tmp"
-  echo "build-native: compiling $src failed; the shared dm-user transport is off" >&2
+  echo "build-native: compiling $src failed; the shared dm-user transport is off (install g++, then npm run build)" >&2
   exit 0
 fi
 mv "$out.tmp" "$out"

@@ -20,7 +20,9 @@ export type SocketTransport = 'auto' | 'shared' | 'plain';
  * daemon thread opens `/dev/dm-user/<name>`. Fails with ENOTFOUND when no such target exists.
  */
 export async function openChannel(runDir: string, name: string, transport: SocketTransport = 'auto'): Promise<DmUserChannel> {
-  if (transport === 'shared' && !nativeSharedMemory()) throw new VabError('EUNSUPPORTED', `dm-user ${name}: no shared transport here: ${sharedMemoryProblem()}`);
+  if (transport === 'shared' && !nativeSharedMemory()) {
+    throw new VabError('EUNSUPPORTED', `dm-user ${name}: no shared transport here (${sharedMemoryProblem()}); run "npm run build" with g++ installed, or use --transport auto or plain`);
+  }
   if (transport !== 'plain' && nativeSharedMemory()) {
     try {
       const socket = await connect(sharedEndpointPath(runDir, name));
@@ -171,7 +173,9 @@ class SharedSocketChannel extends SocketChannel {
       () => undefined,
       (err: Error) => {
         socket.destroy();
-        throw err instanceof VabError ? err : new VabError('EUNSUPPORTED', `dm-user ${name}: cannot map the kernel's shared memory: ${err.message}`);
+        const why = err instanceof VabError ? err.message : `cannot map the kernel's shared memory: ${err.message}`;
+        // --transport auto falls back to the plain socket on this code; only `shared` shows it.
+        throw new VabError('EUNSUPPORTED', `dm-user ${name}: ${why}; use --transport auto or plain to serve over the socket instead`, { cause: err });
       },
     );
     this.ready.catch(() => undefined);
