@@ -98,20 +98,20 @@ async function main(): Promise<void> {
     // Each transport gets a kernel and a daemon of its own, started fresh and warmed alike, so
     // neither inherits the other's warmed-up kernel process.
     const maxIoBytes = args.maxIoBytes;
-    const startPair = async (transport: 'shared' | 'plain', runDir: string): Promise<ChildHandle> => {
+    const startPair = async (transport: 'shared' | 'plain', runDir: string): Promise<{ kernel: ChildHandle; daemon: ChildHandle }> => {
       const kernel = await spawnKernel({ mount, run: runDir, logFile: path.join(work, `kernel-${transport}.log`) });
       children.push(kernel);
       if (maxIoBytes > 0) await dmctl(runDir, ['set', 'max_io_bytes', String(maxIoBytes)]);
       await dmctl(runDir, ['create', 'bench', '--size', String(size)]);
       const daemon = await spawnPassthrough(runDir, 'bench', image, 4, transport);
       children.push(daemon);
-      return kernel;
+      return { kernel, daemon };
     };
-    await startPair('shared', path.join(work, 'run-shared'));
+    const sharedPair = await startPair('shared', path.join(work, 'run-shared'));
     const throughDaemon = await measured(path.join(mount, 'bench'));
-    for (const child of children.splice(-2).reverse()) await child.stop();
-    await startPair('plain', runDir);
-    const daemon = children[children.length - 1];
+    await sharedPair.daemon.stop();
+    await sharedPair.kernel.stop();
+    const { daemon } = await startPair('plain', runDir);
     const throughPlain = await measured(path.join(mount, 'bench'));
     const rttUs = await measureSocketRoundTrip(work);
 
